@@ -1,0 +1,55 @@
+# umeter: every target sets itself up from nothing (creates .venv, installs pinned requirements).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+STUBS  := $(VENV)/stubs
+N      ?= 100000
+HOURS  ?= 24
+
+.PHONY: setup test lint sim bench bench-flash bench-store bench-metering bench-seal torture soak clean
+
+$(STAMP): requirements.txt requirements-stubs.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	@for port in esp32 rp2; do \
+	  rm -rf $(STUBS)/$$port; \
+	  $(BIN)/pip install -q --disable-pip-version-check --no-deps --target $(STUBS)/$$port \
+	    $$(grep -E "^micropython-($$port|stdlib)-stubs==" requirements-stubs.txt) || exit 1; \
+	done
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/pytest -n 2 tests
+
+sim: setup
+	$(BIN)/meterctl sim
+
+bench: bench-flash bench-store bench-metering bench-seal
+
+bench-flash: setup
+	$(BIN)/python -m meterctl.bench flash
+
+bench-store: setup
+	$(BIN)/python -m meterctl.bench store
+
+bench-metering: setup
+	$(BIN)/python -m meterctl.bench metering
+
+bench-seal: setup
+	$(BIN)/python -m meterctl.bench seal
+
+torture: setup
+	$(BIN)/python -m meterctl.torture --cuts $(N)
+
+soak: setup
+	$(BIN)/python -m meterctl.soak --hours $(HOURS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis .ruff_cache

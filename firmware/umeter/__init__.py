@@ -1,0 +1,1 @@
+# umeter firmware package
