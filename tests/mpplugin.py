@@ -125,3 +125,15 @@ def pytest_collect_file(file_path, parent):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "micropython: runs on the MicroPython unix port")
+
+
+class _NotForCPython(pytest.File):
+    """What pytest's Python collector gets for an mpt_ file named on the command line: nothing."""
+
+    def collect(self):
+        return []
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    if module_path.name.startswith("mpt_"):
+        return _NotForCPython.from_parent(parent, path=module_path)

@@ -15,7 +15,7 @@ class CliError(Exception):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="meterctl", description="Host tools for umeter smart-meter firmware.")
+    parser = argparse.ArgumentParser(prog="meterctl", description="Host tools for umeter smart meters.")
     parser.add_argument("--version", action="version", version="meterctl " + meterctl.__version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -1,0 +1,254 @@
+"""Simulated SPI NOR flash (W25Q class) with power cuts, wear and a datasheet timing model.
+
+Runs under CPython and MicroPython alike (the firmware under test on the unix port uses it in place
+of the chip). It satisfies the flash-device interface of DESIGN.md 3.1:
+
+    f = NorFlash(size, sector_size=4096, page_size=256, path=None, seed=0)
+    f.read(addr, n) / f.program(addr, data) / f.erase_sector(addr)
+    f.arm_cut(n); f.power_on(); f.stats()
+
+NOR semantics: programming can only clear bits (stored &= data), erasing sets a whole sector to 0xFF.
+A program may not cross a page boundary. Everything random (torn writes, worn-out sectors) comes from
+a private xorshift generator seeded by `seed`, so a run is reproducible on both interpreters.
+"""
+
+# Datasheet model (Winbond W25Q16JV/64JV/128JV, same page/sector timing). Microseconds.
+TIMING_US = {
+    "byte_program_first": 30,      # tBP1 typ
+    "byte_program_next": 2.5,      # tBP2 typ, each further byte
+    "page_program_typ": 400,       # tPP typ
+    "page_program_max": 3000,      # tPP max
+    "sector_erase_typ": 45000,     # tSE typ (4 KB)
+    "sector_erase_max": 400000,    # tSE max
+    "block_erase_typ": 150000,     # tBE2 typ (64 KB)
+    "block_erase_max": 2000000,    # tBE2 max
+}
+READ_CLOCK_HZ = 50000000          # plain READ (03h) up to 50 MHz
+ENDURANCE = 100000                # program/erase cycles per sector
+
+
+class PowerCut(Exception):
+    """The supply failed during (or after) an operation; call power_on() to continue."""
+
+
+def program_time_us(nbytes):
+    """Modelled busy time of one page program of `nbytes` bytes (typical)."""
+    t = TIMING_US["byte_program_first"] + TIMING_US["byte_program_next"] * (nbytes - 1)
+    return min(t, TIMING_US["page_program_typ"])
+
+
+def read_time_us(nbytes):
+    """Bus time of a plain read: 4 command/address bytes plus the data, 8 clocks each."""
+    return (4 + nbytes) * 8 * 1000000 / READ_CLOCK_HZ
+
+
+class _XorShift32:
+    def __init__(self, seed):
+        self.state = (seed * 2654435761 + 0x9E3779B9) & 0xFFFFFFFF or 0x6D2B79F5
+
+    def next(self):
+        x = self.state
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self.state = x
+        return x
+
+    def below(self, n):
+        return self.next() % n if n > 0 else 0
+
+
+class NorFlash:
+    def __init__(self, size, sector_size=4096, page_size=256, path=None, seed=0, endurance=ENDURANCE):
+        if size <= 0 or size % sector_size or sector_size % page_size:
+            raise ValueError("size must be a multiple of sector_size, and sector_size of page_size")
+        self.size = size
+        self.sector_size = sector_size
+        self.page_size = page_size
+        self.endurance = endurance
+        self._rng = _XorShift32(seed)
+        self._mem = bytearray(b"\xff" * size)
+        self._file = None
+        if path is not None:
+            self._open_image(path)
+        self._erase_counts = [0] * (size // sector_size)
+        self._cut_countdown = 0
+        self._dead = False
+        self.last_busy_us = 0
+        self._bytes_read = 0
+        self._bytes_programmed = 0
+        self._erases = 0
+        self._busy_us = 0
+
+    # --- image file ----------------------------------------------------------------------------------
+    def _open_image(self, path):
+        try:
+            f = open(path, "r+b")
+        except OSError:
+            f = open(path, "w+b")
+            f.write(self._mem)
+            f.flush()
+            self._file = f
+            return
+        data = f.read()
+        if len(data) != self.size:
+            f.close()
+            raise ValueError("image %s holds %d bytes, expected %d" % (path, len(data), self.size))
+        self._mem[:] = data
+        self._file = f
+
+    def _store(self, addr, n):
+        if self._file is not None:
+            self._file.seek(addr)
+            self._file.write(self._mem[addr:addr + n])
+            self._file.flush()
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # --- power ---------------------------------------------------------------------------------------
+    def arm_cut(self, n):
+        """Tear the n-th program or erase from now (n >= 1); then every access raises PowerCut."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        self._cut_countdown = n
+
+    def disarm_cut(self):
+        self._cut_countdown = 0
+
+    def power_on(self):
+        self._dead = False
+
+    def _check_power(self):
+        if self._dead:
+            raise PowerCut("flash has no power")
+
+    def _cut_now(self):
+        """True when the operation starting now is the armed one to be torn."""
+        if self._cut_countdown:
+            self._cut_countdown -= 1
+            if self._cut_countdown == 0:
+                self._dead = True
+                return True
+        return False
+
+    # --- device interface ----------------------------------------------------------------------------
+    def _check_range(self, addr, n):
+        if addr < 0 or n < 0 or addr + n > self.size:
+            raise ValueError("address range 0x%x+%d outside the %d-byte device" % (addr, n, self.size))
+
+    def read(self, addr, n):
+        self._check_power()
+        self._check_range(addr, n)
+        self._bytes_read += n
+        return bytes(self._mem[addr:addr + n])
+
+    def readinto(self, addr, buf):
+        """Extension: read len(buf) bytes into buf without allocating."""
+        self._check_power()
+        n = len(buf)
+        self._check_range(addr, n)
+        self._bytes_read += n
+        buf[:] = memoryview(self._mem)[addr:addr + n]
+
+    def program(self, addr, data):
+        self._check_power()
+        n = len(data)
+        self._check_range(addr, n)
+        if n == 0:
+            return
+        if addr // self.page_size != (addr + n - 1) // self.page_size:
+            raise ValueError("program 0x%x+%d crosses a %d-byte page boundary" % (addr, n, self.page_size))
+        old = self._mem[addr:addr + n]
+        new = _and_bytes(old, data, n)
+        if self._erase_counts[addr // self.sector_size] > self.endurance:
+            new = self._worn_program(old, new)
+        if self._cut_now():
+            new = self._torn_program(old, new)
+            self._mem[addr:addr + n] = new
+            self._store(addr, n)
+            raise PowerCut("power cut during program at 0x%x" % addr)
+        self._mem[addr:addr + n] = new
+        self._store(addr, n)
+        self._bytes_programmed += n
+        self.last_busy_us = program_time_us(n)
+        self._busy_us += self.last_busy_us
+
+    def erase_sector(self, addr):
+        self._check_power()
+        self._check_range(addr, 1)
+        if addr % self.sector_size:
+            raise ValueError("erase address 0x%x is not %d-aligned" % (addr, self.sector_size))
+        sector = addr // self.sector_size
+        self._erase_counts[sector] += 1
+        self._erases += 1
+        ss = self.sector_size
+        if self._cut_now():
+            self._torn_erase(addr)
+            self._store(addr, ss)
+            raise PowerCut("power cut during erase at 0x%x" % addr)
+        self._mem[addr:addr + ss] = b"\xff" * ss
+        if self._erase_counts[sector] > self.endurance:
+            self._worn_erase(addr)
+        self._store(addr, ss)
+        self.last_busy_us = TIMING_US["sector_erase_typ"]
+        self._busy_us += self.last_busy_us
+
+    # --- failure models ------------------------------------------------------------------------------
+    def _torn_program(self, old, new):
+        """A random prefix programmed, the next byte with a random subset of its cleared bits."""
+        n = len(new)
+        done = self._rng.below(n + 1)
+        out = bytearray(new[:done]) + bytearray(old[done:])
+        if done < n:
+            to_clear = old[done] & ~new[done] & 0xFF
+            out[done] = old[done] & ~(to_clear & self._rng.next()) & 0xFF
+        return out
+
+    def _torn_erase(self, addr):
+        """Some bytes erased, the rest keep their old value: a random mix."""
+        rng = self._rng
+        threshold = rng.below(257)  # how far the erase had got, as a share of bytes
+        mem = self._mem
+        for i in range(addr, addr + self.sector_size):
+            if rng.below(256) < threshold:
+                mem[i] = 0xFF
+
+    def _worn_erase(self, addr):
+        """Past endurance: with probability 1/2 a few bits stay programmed."""
+        rng = self._rng
+        if rng.below(2):
+            for _ in range(1 + rng.below(4)):
+                i = addr + rng.below(self.sector_size)
+                self._mem[i] &= ~(1 << rng.below(8)) & 0xFF
+
+    def _worn_program(self, old, new):
+        """Past endurance: with probability 1/2 some bits fail to clear."""
+        rng = self._rng
+        if rng.below(2):
+            new = bytearray(new)
+            for _ in range(1 + rng.below(2)):
+                i = rng.below(len(new))
+                new[i] = old[i]
+        return new
+
+    # --- statistics ----------------------------------------------------------------------------------
+    def stats(self):
+        return {
+            "bytes_read": self._bytes_read,
+            "bytes_programmed": self._bytes_programmed,
+            "erases": self._erases,
+            "erase_counts": list(self._erase_counts),
+            "busy_us": self._busy_us,
+        }
+
+    def reset_stats(self):
+        self._bytes_read = self._bytes_programmed = self._erases = 0
+        self._busy_us = 0
+
+
+def _and_bytes(a, b, n):
+    # Whole-buffer AND through big ints: fast on both CPython and the MicroPython unix port.
+    return (int.from_bytes(a, "big") & int.from_bytes(b, "big")).to_bytes(n, "big")
