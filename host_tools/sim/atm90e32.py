@@ -23,9 +23,9 @@ Assumptions of the model, not claims about the silicon (the driver depends on no
   S = V I, PF = P / S. PhiX, PoffsetX, QoffsetX are stored and CRC-covered but not modelled.
 - Register reset values are 0 except PLconst (0x0861C468, MC = 3200) and MMode0 (0x0087).
 
-Fault injection: corrupt_register() (a bit flip inside the chip -> CRCErrStatus), tamper_digest(),
-glitch_reads(n) (MISO bit errors on the next n read responses, LastSPIData stays right), and DeadBus
-for a chip that does not answer (MISO stuck at 0xFF or 0x00).
+Fault injection: corrupt_register() (a bit flip inside the chip -> CRCErrStatus), reset() (a brown-out:
+defaults and a new digest), glitch_reads() (MISO bit errors on read responses, LastSPIData stays right),
+and DeadBus for a chip that does not answer (MISO stuck at 0xFF or 0x00).
 """
 import math
 
@@ -176,8 +176,7 @@ class Atm90e32Sim:
         self.spi = SpiSim(self._exchange)
         self.frames = 0
         self.writes = []            # (addr, value) of every completed write frame, for tests
-        self._glitches = 0
-        self._glitch_xor = 0
+        self.glitch_reads(0)
         self.reset()
 
     # ---- grid state ------------------------------------------------------------------------------
@@ -219,13 +218,13 @@ class Atm90e32Sim:
         """Flip bits of a stored register behind the gate (an upset inside the chip)."""
         self.regs[addr] ^= xor
 
-    def tamper_digest(self, xor=0x0100):
-        self.regs[CRC_DIGEST] ^= xor
-
-    def glitch_reads(self, n=1, xor=0x0010):
-        """Corrupt the data word of the next `n` read responses on the wire (LastSPIData stays right)."""
+    def glitch_reads(self, n=1, xor=0x0010, period=1):
+        """Corrupt the data word of every `period`-th read response on the wire, `n` times in all
+        (the chip's LastSPIData keeps the true value)."""
         self._glitches = n
         self._glitch_xor = xor
+        self._glitch_period = period
+        self._glitch_phase = 0
 
     # ---- measurement model -----------------------------------------------------------------------
     def _measure(self, p):
@@ -336,8 +335,10 @@ class Atm90e32Sim:
                 self._value = v
                 self._wire = v
                 if self._glitches:
-                    self._glitches -= 1
-                    self._wire = v ^ self._glitch_xor
+                    if self._glitch_phase % self._glitch_period == 0:
+                        self._glitches -= 1
+                        self._wire = v ^ self._glitch_xor
+                    self._glitch_phase += 1
             return 0x00
         if pos == 2:
             if self._reading:
