@@ -128,6 +128,7 @@ def test_rp2_interface_attributes_and_skew():
     assert src.rate_hz == 4000 and isinstance(src.rate_hz, int)
     assert src.adc_bits == 12 and src.block_pairs == 32
     assert src.skew_us == 125.0                              # one conversion period
+    assert [adc.pin for adc in src._adc_pins] == [26, 27]    # both pads set up as ADC inputs
     assert R.skew_us_for(250000) == 2.0
 
 

@@ -106,6 +106,12 @@ def _gpio_number(pin):
     return int(s[i + 4:j])
 
 
+def _default_adc(pin):
+    if isinstance(pin, int):
+        pin = machine.Pin(pin)
+    return machine.ADC(pin)
+
+
 def adc_channel(pin):
     """ADC input of a GPIO (26..29 -> 0..3)."""
     ch = _gpio_number(pin) - FIRST_ADC_GPIO
@@ -133,8 +139,8 @@ class AdcRp2:
         self.skew_us = skew_us_for(self.rate_hz)
         self.block_pairs = block_pairs
         self._mem = mem if mem is not None else machine.mem32
-        adc_factory = adc_factory or machine.ADC
-        self._adc_pins = (adc_factory(_gpio_number(v_pin)), adc_factory(_gpio_number(i_pin)))  # pads analog
+        adc_factory = adc_factory or _default_adc
+        self._adc_pins = (adc_factory(v_pin), adc_factory(i_pin))    # makes the pads analog, powers the ADC
         if dma_factory is None:
             import rp2
             dma_factory = rp2.DMA
