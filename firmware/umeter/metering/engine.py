@@ -1,0 +1,434 @@
+"""Metering engine: sample blocks -> whole-cycle windows -> RMS, powers, frequency -> integer
+energy registers -> load profile records.
+
+Time is the count of V,I pairs fed (never wall time). A window runs from one rising zero crossing
+of V to the first crossing at least (window length - half a period) later, so it holds whole
+mains cycles (about 1 s); the kernel's snapshot ends it inside a block in the same pass, and the
+rest of that block starts the next window, so no sample is ever dropped or counted twice.
+Without crossings (no voltage) a window ends at the first block end past 1.25 window lengths.
+
+Per window, with N samples and the kernel's exact integer sums (Python ints):
+    DC removal (emonLibCM style, no filter to settle): C_xy = N * sum(xy) - sum(x) * sum(y)
+    Vrms = kv * sqrt(C_vv) / N, Irms likewise (kv, ki: volts/amperes per LSB times gain)
+    phase: the I sample is late by skew_us and the sensor leads by calib phase_deg, together an
+    angle d at the fundamental; with t = 2*pi*f/rate (one sample) and C0 = C(v, i),
+    C1 = C(v[k-1], i):  P = C0 cos d - sin d (C1 - C0 cos t) / sin t,
+                        Q = C0 sin d + cos d (C1 - C0 cos t) / sin t
+    which is interpolation between adjacent V samples with weights that are exact at the
+    fundamental (plain linear interpolation loses up to 0.1 % at half a sample).
+Energy: the coefficients are turned into integers (24-bit float mantissas on the target) and the
+window energy is an integer in fine units FU = 1 mWh / 2**24 (0.21 uJ) computed from the integer
+sums, rounded once per window. Registers are Python ints of FU: adding is exact, nothing is ever
+accumulated in floats, so 20 years of windows sum exactly.
+Creep and start: a window whose |P| is at least 8 x the creep threshold (default: half of
+0.001 In at Un, 1.15 W on the sim board) goes straight to the registers; smaller windows are held
+in a group of about 10 s that is committed only if its mean |P| reaches the threshold (noise
+averages down by sqrt(10), a 0.001 In load does not). Reactive energy is gated the same way.
+Load profile: every `profile_min` minutes of engine time (at the first window end past the
+boundary) a record (PROFILE.md) with the energy deltas, min/avg/max window voltage and the largest
+`demand_s` block demand.
+"""
+import math
+import struct
+
+from micropython import const
+
+from umeter.metering import kernels
+from umeter.metering import obis
+
+FRAC_BITS = const(24)  # FU per mWh = 2**24
+SNAPSHOT_VERSION = const(1)
+PROFILE_VERSION = const(1)
+PROFILE_FORMAT = "<BBHIIIIIHHHI"
+PROFILE_SIZE = struct.calcsize(PROFILE_FORMAT)  # 34
+FLAG_PARTIAL = const(1)  # the interval did not start at its boundary (start or restore inside it)
+FLAG_NO_CYCLES = const(2)  # some window had no zero crossings (voltage missing or too low)
+FLAG_SATURATED = const(4)  # a delta or the demand did not fit its field and was clamped
+
+_FU_PER_J = (1 << FRAC_BITS) / 3.6
+_TWO_PI = 2.0 * math.pi
+_GATE_RUN = 8  # windows above 8 x threshold bypass the averaging group
+
+DEFAULT_CALIB = {"v_gain": 1.0, "i_gain": 1.0, "phase_deg": 0.0, "v_offset": 0.0, "i_offset": 0.0,
+                 "p_offset": 0.0, "q_offset": 0.0}
+
+
+def _fixed(coefs):
+    """Floats -> (integers, shift) with coef ~= int / 2**shift, the largest using ~30 bits."""
+    e = -1074
+    for c in coefs:
+        if c:
+            e = max(e, math.frexp(c)[1])
+    if e == -1074:
+        return [0] * len(coefs), 0
+    sh = 30 - e
+    scale = 2.0 ** sh
+    return [int(math.floor(c * scale + 0.5)) for c in coefs], sh
+
+
+def _div_round(num, sh, n):
+    """round(num / (n * 2**sh)) for ints (sh may be negative)."""
+    if sh >= 0:
+        den = n << sh
+    else:
+        num <<= -sh
+        den = n
+    return (num + (den >> 1)) // den
+
+
+class Engine:
+    """Turns sample blocks into windows, registers and load-profile records."""
+
+    def __init__(self, rate_hz, adc_bits, block_pairs, skew_us=0, v_peak_fs=400.0, i_peak_fs=100.0,
+                 u_nominal=230.0, i_nominal=10.0, f_nominal=50.0, calib=None, window_s=1.0,
+                 profile_min=15, demand_s=60, start_frac=0.001, gate_s=10.0):
+        if not 1 <= profile_min <= 60:
+            raise ValueError("profile_min must be 1..60")
+        if demand_s <= 0 or (profile_min * 60) % demand_s:
+            raise ValueError("demand_s must divide the profile interval")
+        self.rate_hz = int(rate_hz)
+        self.adc_bits = int(adc_bits)
+        self.block_pairs = int(block_pairs)
+        self.window_n = int(window_s * self.rate_hz + 0.5)
+        if self.block_pairs > self.window_n // 2:
+            raise ValueError("a block must be at most half a window")
+        self.skew_us = skew_us
+        self.mid = 1 << (self.adc_bits - 1)
+        self._v_lsb = v_peak_fs / self.mid
+        self._i_lsb = i_peak_fs / self.mid
+        self.u_nominal = u_nominal
+        self.i_nominal = i_nominal
+        self.f_nominal = f_nominal
+        self.profile_min = int(profile_min)
+        self._prof_n = self.profile_min * 60 * self.rate_hz
+        self._dem_n = int(demand_s) * self.rate_hz
+        self._gate_n = int(gate_s * self.rate_hz)
+        self.creep_w = 0.5 * start_frac * u_nominal * i_nominal
+        self._st = kernels.new_state(self.adc_bits, self.block_pairs)
+        self._hyst = max(2, int(0.05 * u_nominal * 1.4142 / self._v_lsb))
+        self.set_calibration(calib)
+        self._reg = [0, 0, 0, 0]  # FU, order of obis.REGISTERS
+        self.records = []
+        self.max_records = 8
+        self.status = None
+        self.windows = 0
+        self._reset_time(0, partial=False)
+
+    @classmethod
+    def for_source(cls, src, **kw):
+        """An engine matching a sample source (rate, bits, block size, skew)."""
+        return cls(src.rate_hz, src.adc_bits, src.block_pairs, skew_us=src.skew_us, **kw)
+
+    # --- configuration ---
+    def set_calibration(self, calib=None):
+        c = dict(DEFAULT_CALIB)
+        for k in calib or {}:
+            if k not in c:
+                raise ValueError("unknown calibration key %r" % k)
+            c[k] = float(calib[k])
+        self.calib = c
+        self._kv = self._v_lsb * c["v_gain"]
+        self._ki = self._i_lsb * c["i_gain"]
+
+    def _reset_time(self, t, partial):
+        st = self._st
+        st[kernels.ARMED] = 0
+        st[kernels.VPREV] = self.mid
+        st[kernels.ZC] = self.mid
+        st[kernels.ZL] = max(0, self.mid - self._hyst)
+        self.t = t  # pairs fed so far
+        self.t_committed = t  # end of the last closed window
+        self._freq = self.f_nominal
+        self._w = [0, 0, 0, 0, 0, 0]
+        self._vbefore = self.mid
+        self._new_window(t, None, 0)
+        self._aligned = False
+        self._pend = [0, 0, 0, 0]
+        self._pend_p = 0
+        self._pend_q = 0
+        self._pend_n = 0
+        nxt = (t // self._prof_n + 1) * self._prof_n
+        self._prof_next = nxt
+        self._prof_start = list(self._reg)
+        self._prof_flags = FLAG_PARTIAL if partial or t % self._prof_n else 0
+        self._prof_vmin = 0xFFFF
+        self._prof_vmax = 0
+        self._prof_vsum = 0
+        self._prof_vn = 0
+        self._prof_dmax = 0
+        self._dem_next = (t // self._dem_n + 1) * self._dem_n
+        self._dem_t = t
+        self._dem_e = self._reg[0]
+
+    def _new_window(self, ws, tf, nc):
+        self._ws = ws
+        self._tf = tf  # first crossing (samples after ws, float) or None
+        self._tl = tf
+        self._nc = nc
+        self._arm_at = ws + self.window_n - int(self.rate_hz / (2.0 * self._freq))
+        self._timeout = ws + self.window_n + self.window_n // 4
+
+    # --- the hot loop's Python side: once per block ---
+    def feed(self, buf):
+        """Process one block (the source's read_block() result). True when a window closed."""
+        if buf is None:
+            return False
+        st = self._st
+        t0 = self.t
+        n = self.block_pairs
+        arm = self._arm_at - t0
+        st[kernels.STOP] = 0 if arm <= 0 else (arm if arm < n else kernels.NEVER)
+        zc = st[kernels.ZC]  # _close() moves it for the next block
+        nc = kernels.block(buf, st)
+        self.t = t0 + n
+        tot = kernels.split_value(st, kernels.SV)
+        w = self._w
+        if st[kernels.SNAP]:
+            snap = kernels.split_value(st, kernels.SNAP_BASE)
+            snc = st[kernels.SNAP_NC]
+            if snc and self._tf is None:
+                self._tf = self._ctime(t0, kernels.FC_J, zc)
+            ts = self._ctime(t0, kernels.SNAP_J, zc)
+            if self._tf is None:
+                self._tf = ts
+            self._tl = ts
+            self._nc += snc + 1
+            for k in range(6):
+                w[k] += snap[k]
+            end = t0 + st[kernels.SNAP_J]
+            vlast = st[kernels.SNAP_VB]
+            self._close(end, vlast, True)
+            for k in range(6):
+                w[k] = tot[k] - snap[k]
+            old = self._ws
+            self._vbefore = vlast
+            self._new_window(end, ts - (end - old), 1)
+            rest = nc - snc - 1
+            if rest:
+                self._tl = self._ctime(t0, kernels.LC_J, zc)
+                self._nc += rest
+            return True
+        for k in range(6):
+            w[k] += tot[k]
+        if nc:
+            if self._tf is None:
+                self._tf = self._ctime(t0, kernels.FC_J, zc)
+            self._tl = self._ctime(t0, kernels.LC_J, zc)
+            self._nc += nc
+        if self.t >= self._timeout:
+            self._close(self.t, st[kernels.VPREV], False)
+            for k in range(6):
+                w[k] = 0
+            self._vbefore = st[kernels.VPREV]
+            self._new_window(self.t, None, 0)
+            return True
+        return False
+
+    def run(self, src, blocks):
+        """Feed `blocks` blocks from a source; returns the number of windows closed."""
+        closed = 0
+        for _ in range(blocks):
+            if self.feed(src.read_block()):
+                closed += 1
+        return closed
+
+    def _ctime(self, t0, at, zc):
+        """Sub-sample time (samples after the window start) of the crossing stored at st[at:at+3]."""
+        st = self._st
+        vb = st[at + 1]
+        return (t0 - self._ws) + st[at] - 1 + (zc - vb) / (st[at + 2] - vb)
+
+    # --- once per window ---
+    def _close(self, end, vlast, aligned_end):
+        n = end - self._ws
+        if n <= 0:
+            return
+        sv, si, vv, ii, p0, p1 = self._w
+        mid = self.mid
+        sv1 = sv - (vlast - mid) + (self._vbefore - mid)  # sum of v[k-1] over the window
+        cvv = n * vv - sv * sv
+        cii = n * ii - si * si
+        c0 = n * p0 - sv * si
+        c1 = n * p1 - sv1 * si
+        c = self.calib
+        vrms = self._kv * math.sqrt(cvv) / n
+        irms = self._ki * math.sqrt(cii) / n
+        vrms = math.sqrt(max(0.0, vrms * vrms - c["v_offset"] ** 2))
+        irms = math.sqrt(max(0.0, irms * irms - c["i_offset"] ** 2))
+        freq = 0.0
+        cycles = self._nc - 1
+        if cycles >= 1 and self._tl > self._tf:
+            freq = cycles * self.rate_hz / (self._tl - self._tf)
+            self._freq = freq
+        f = self._freq
+        th = _TWO_PI * f / self.rate_hz
+        d = _TWO_PI * f * self.skew_us * 1e-6 + math.radians(c["phase_deg"])
+        cot = math.cos(th) / math.sin(th)
+        csc = 1.0 / math.sin(th)
+        sd = math.sin(d)
+        cd = math.cos(d)
+        g = self._kv * self._ki / self.rate_hz * _FU_PER_J
+        m, sh = _fixed([g * (cd + sd * cot), -g * sd * csc, g * (sd - cd * cot), g * cd * csc])
+        e_p = _div_round(m[0] * c0 + m[1] * c1, sh, n)
+        e_q = _div_round(m[2] * c0 + m[3] * c1, sh, n)
+        dur = n / self.rate_hz
+        if c["p_offset"]:
+            e_p += int(math.floor(c["p_offset"] * dur * _FU_PER_J + 0.5))
+        if c["q_offset"]:
+            e_q += int(math.floor(c["q_offset"] * dur * _FU_PER_J + 0.5))
+        p = e_p / (_FU_PER_J * dur)
+        q = e_q / (_FU_PER_J * dur)
+        s = vrms * irms
+        aligned = self._aligned and aligned_end
+        self._aligned = aligned_end
+        self._commit(e_p, e_q, p, q, n)
+        self.windows += 1
+        self.t_committed = end
+        self.status = {
+            "t": end, "n": n, "cycles": max(0, cycles) if aligned else 0, "aligned": aligned,
+            obis.VOLTAGE: vrms, obis.CURRENT: irms,
+            obis.P_IMPORT: p if p > 0 else 0.0, obis.P_EXPORT: -p if p < 0 else 0.0,
+            obis.Q_IMPORT: q if q > 0 else 0.0, obis.Q_EXPORT: -q if q < 0 else 0.0,
+            obis.S_APPARENT: s, obis.POWER_FACTOR: p / s if s else 0.0, obis.FREQUENCY: freq,
+            "p": p, "q": q, "e_p_fu": e_p, "e_q_fu": e_q, "creep": abs(p) < self.creep_w,
+            "v_dc_lsb": sv / n, "i_dc_lsb": si / n,
+        }
+        # the next windows look for crossings around this window's DC level
+        z = mid + (2 * sv + n) // (2 * n)
+        st = self._st
+        st[kernels.ZC] = z
+        st[kernels.ZL] = max(0, z - self._hyst)
+        self._profile_window(end, vrms, n, freq > 0)
+
+    def _commit(self, e_p, e_q, p, q, n):
+        run = _GATE_RUN * self.creep_w
+        reg, pend = self._reg, self._pend
+        if abs(p) >= run:
+            reg[0 if e_p > 0 else 1] += abs(e_p)
+        else:
+            pend[0 if e_p > 0 else 1] += abs(e_p)
+            self._pend_p += e_p
+        if abs(q) >= run:
+            reg[2 if e_q > 0 else 3] += abs(e_q)
+        else:
+            pend[2 if e_q > 0 else 3] += abs(e_q)
+            self._pend_q += e_q
+        self._pend_n += n
+        if self._pend_n >= self._gate_n:
+            self.flush()
+
+    def flush(self):
+        """Close the creep group now: commit its energy if its mean power reaches the threshold,
+        else drop it (no-load noise)."""
+        n = self._pend_n
+        if n:
+            th = int(self.creep_w * n / self.rate_hz * _FU_PER_J)
+            pend, reg = self._pend, self._reg
+            if abs(self._pend_p) >= th:
+                reg[0] += pend[0]
+                reg[1] += pend[1]
+            if abs(self._pend_q) >= th:
+                reg[2] += pend[2]
+                reg[3] += pend[3]
+        self._pend = [0, 0, 0, 0]
+        self._pend_p = self._pend_q = self._pend_n = 0
+
+    # --- load profile ---
+    def _profile_window(self, end, vrms, n, has_cycles):
+        v = int(vrms * 100.0 + 0.5)
+        if v > 0xFFFF:
+            v = 0xFFFF
+            self._prof_flags |= FLAG_SATURATED
+        if v < self._prof_vmin:
+            self._prof_vmin = v
+        if v > self._prof_vmax:
+            self._prof_vmax = v
+        self._prof_vsum += v * n
+        self._prof_vn += n
+        if not has_cycles:
+            self._prof_flags |= FLAG_NO_CYCLES
+        if end >= self._dem_next:
+            self.flush()
+            de = self._reg[0] - self._dem_e
+            # mW = mWh * 3600 / s = (FU / 2**24) * 3600 * rate / samples
+            dem = (de * 3600 * self.rate_hz) // ((end - self._dem_t) << FRAC_BITS)
+            if dem > self._prof_dmax:
+                self._prof_dmax = dem
+            self._dem_e = self._reg[0]
+            self._dem_t = end
+            while self._dem_next <= end:
+                self._dem_next += self._dem_n
+        if end >= self._prof_next:
+            self.flush()
+            self._emit(self._prof_next)
+            while self._prof_next <= end:
+                self._prof_next += self._prof_n
+            self._prof_start = list(self._reg)
+            self._prof_flags = 0
+            self._prof_vmin = 0xFFFF
+            self._prof_vmax = 0
+            self._prof_vsum = self._prof_vn = 0
+            self._prof_dmax = 0
+
+    def _emit(self, boundary):
+        flags = self._prof_flags
+        deltas = []
+        for k in range(4):
+            d = (self._reg[k] >> FRAC_BITS) - (self._prof_start[k] >> FRAC_BITS)
+            if d > 0xFFFFFFFF:
+                d = 0xFFFFFFFF
+                flags |= FLAG_SATURATED
+            deltas.append(d)
+        dmax = self._prof_dmax
+        if dmax > 0xFFFFFFFF:
+            dmax = 0xFFFFFFFF
+            flags |= FLAG_SATURATED
+        vn = self._prof_vn
+        vavg = (self._prof_vsum + vn // 2) // vn if vn else 0
+        vmin = self._prof_vmin if vn else 0
+        rec = struct.pack(PROFILE_FORMAT, PROFILE_VERSION, flags, self.profile_min,
+                          boundary // self.rate_hz, deltas[0], deltas[1], deltas[2], deltas[3],
+                          vmin, vavg, self._prof_vmax, dmax)
+        self.records.append(rec)
+        if len(self.records) > self.max_records:
+            self.records.pop(0)
+
+    def pop_record(self):
+        """The oldest load-profile record not yet taken (bytes, PROFILE.md), or None."""
+        return self.records.pop(0) if self.records else None
+
+    # --- registers ---
+    def registers(self):
+        """Energy registers as whole units: {obis: mWh (mvarh) int}."""
+        return {code: self._reg[k] >> FRAC_BITS for k, code in enumerate(obis.REGISTERS)}
+
+    def register_fu(self, code):
+        """A register exactly, in FU (1 mWh / 2**24)."""
+        return self._reg[obis.REGISTERS.index(code)]
+
+    def snapshot(self):
+        """The registers and engine time as a list of ints (for checkpoints):
+        [SNAPSHOT_VERSION, FRAC_BITS, t, fu_1.8.0, fu_2.8.0, fu_3.8.0, fu_4.8.0]."""
+        return [SNAPSHOT_VERSION, FRAC_BITS, self.t] + list(self._reg)
+
+    def restore(self, snap):
+        """Resume from snapshot(): registers and time; the sample stream starts anew (a reboot),
+        so the current window and profile interval restart at the restored time."""
+        if len(snap) != 7 or snap[0] != SNAPSHOT_VERSION or snap[1] != FRAC_BITS:
+            raise ValueError("not a version %d register snapshot" % SNAPSHOT_VERSION)
+        for v in snap[2:]:
+            if not isinstance(v, int) or v < 0:
+                raise ValueError("snapshot values must be non-negative ints")
+        self._reg = list(snap[3:7])
+        self._reset_time(snap[2], partial=True)
+
+
+def decode_profile(rec):
+    """A load-profile record (bytes) -> dict keyed by field / OBIS code (PROFILE.md)."""
+    if len(rec) != PROFILE_SIZE or rec[0] != PROFILE_VERSION:
+        raise ValueError("not a version %d profile record" % PROFILE_VERSION)
+    f = struct.unpack(PROFILE_FORMAT, rec)
+    return {"version": f[0], "flags": f[1], "minutes": f[2], "t_end_s": f[3],
+            obis.A_IMPORT: f[4], obis.A_EXPORT: f[5], obis.R_IMPORT: f[6], obis.R_EXPORT: f[7],
+            obis.VOLTAGE_MIN: f[8] / 100.0, obis.VOLTAGE_AVG: f[9] / 100.0, obis.VOLTAGE_MAX: f[10] / 100.0,
+            obis.DEMAND_MAX: f[11] / 1000.0}
