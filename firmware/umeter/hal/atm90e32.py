@@ -12,12 +12,13 @@ result registers. `reading(phase)` returns a dict with the engine's status keys:
 Energy registers are read-to-clear 16-bit counters in units of 0.01 CF (CF = 1/MC kWh; MC = 3200 imp/kWh
 gives 3.125 mWh per count). The driver adds every read into exact integer per-phase counts and converts
 to mWh only for the report (floor of counts * 10000 / MC), so nothing is lost to rounding. At 3.125 mWh a
-count the 16-bit register holds 204.8 Wh: read at least every 10 s at 15 kW per phase.
+count the 16-bit register holds 204.8 Wh: read at least every 10 s at 15 kW per phase. An energy read
+that fails confirmation raises, and the counts of that one read are lost (the chip cleared them).
 
 Wire format (datasheet): one frame per CS low, 16-bit address word (bit 15 = 1 for read, 10-bit register
 address), then 16-bit data, MSB first, SPI mode 3 (CPOL = 1, CPHA = 1); the board owns and configures the
 bus (see SPI_POLARITY / SPI_PHASE / SPI_BAUD). For a read the address and data go out as two transfers
-inside the frame, which leaves the few microseconds the chip wants between them.
+inside one frame, which leaves a few microseconds between them (reference drivers pause there too).
 
 Integrity, as the ATM90E32 provides it (it has no CS0..CS3 checksum registers; those belong to the
 ATM90E26/ATM90E36):
@@ -93,7 +94,7 @@ SOFT_RESET_KEY = const(0x789A)
 CFG_UNLOCK_KEY = const(0x55AA)
 CFG_LOCK = const(0x0000)
 PL_CONSTANT_NUM = 450_000_000_000   # PLconst = 4.5e11 / MC (default 0x0861C468 <-> 3200 imp/kWh)
-MMODE0_3P4W = const(0x0087)         # 3P4W, phases A/B/C enabled for the energy sums
+MMODE0_3P4W = const(0x0087)         # 3P4W, A/B/C in the sums: the value common ATM90E32 boards use
 MMODE0_60HZ = const(0x1000)
 
 URMS_LSB_V = 0.01
