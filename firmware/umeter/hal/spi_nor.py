@@ -283,11 +283,12 @@ class SpiNor:
         self._cs(1)
         self._wait_ready(ERASE_TIMEOUT_US, _ERASE_POLL_US, "sector erase")
         if self.verify:
-            ps = self.page_size
-            for a in range(addr, addr + ss, ps):
+            a = addr
+            while a < addr + ss:  # (a range() with a variable step would allocate)
                 self.readinto(a, self._vbuf)
                 if self._vbuf != self._ff:
                     raise FlashError("erase verify failed: sector 0x%x not blank near 0x%x" % (addr, a))
+                a += self.page_size
 
     # --- power ---------------------------------------------------------------------------------------
     def power_down(self):
