@@ -175,6 +175,8 @@ class _Ctr:
         self.mode = mode
         self.buf = bytearray(16 if mode == MODE_NATIVE else ((max_payload + 15) >> 4) << 4)
         self.mv = memoryview(self.buf)
+        self._nb = 0
+        self._m = None  # view of the first _nb blocks, kept so equal-sized records allocate nothing here
 
     def crypt(self, k, seq, src, dst, doff, n):
         """dst[doff:doff+n] = src[:n] XOR keystream(k, seq)."""
@@ -187,7 +189,10 @@ class _Ctr:
         if k.ecb is None:
             k.ecb = cryptolib.aes(k.enc, 1)
         nb = (n + 15) >> 4
-        m = self.mv[:nb << 4]
+        if nb != self._nb:
+            self._m = self.mv[:nb << 4]
+            self._nb = nb
+        m = self._m
         if self.mode == MODE_VIPER:
             _ctr_fill_viper(buf, nb)
             k.ecb.encrypt(m, m)
