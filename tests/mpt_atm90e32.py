@@ -59,6 +59,28 @@ def test_reading_keys_and_energy_types():
         assert isinstance(r[key], int)
 
 
+def test_engine_status_uses_the_engines_obis_keys():
+    from umeter.metering import obis
+    chip, drv = _rig(phases=(0, 1))
+    chip.set_grid(0, vrms=230.0, irms=10.0, phase_deg=0.0)
+    chip.set_grid(1, vrms=231.0, irms=4.0, phase_deg=120.0)      # exporting, Q > 0
+    drv.configure()
+    for _ in range(20):
+        chip.advance(10.0)
+        r0, r1 = drv.readings()
+    s0, s1 = A.engine_status(r0), A.engine_status(r1)
+    assert s0[obis.VOLTAGE] == r0["vrms"] and s0[obis.CURRENT] == r0["irms"]
+    assert s1["52.7.0"] == r1["vrms"] and s1["51.7.0"] == r1["irms"]
+    assert s0[obis.P_IMPORT] == r0["p_w"] > 0 and s0[obis.P_EXPORT] == 0.0
+    assert s1[obis.P_EXPORT] == -r1["p_w"] > 0 and s1[obis.P_IMPORT] == 0.0
+    assert s1[obis.Q_IMPORT] == r1["q_var"] > 0 and s1[obis.Q_EXPORT] == 0.0
+    assert s0[obis.A_IMPORT] == r0["ea_imp_mwh"] > 0 and s1[obis.A_EXPORT] == r1["ea_exp_mwh"] > 0
+    assert s1[obis.R_IMPORT] == r1["er_imp_mvarh"] and s0[obis.R_EXPORT] == 0
+    for code in obis.REGISTERS:
+        assert isinstance(s0[code], int)
+    assert s0[obis.FREQUENCY] == r0["freq_hz"] and s0[obis.POWER_FACTOR] == r0["pf"]
+
+
 def test_energy_counters_exact_with_regular_reads():
     chip, drv = _rig(phases=(0, 1))
     chip.set_grid(0, vrms=230.0, irms=10.0, phase_deg=36.87)     # import, inductive

@@ -9,6 +9,10 @@ result registers. `reading(phase)` returns a dict with the engine's status keys:
     es_mvah                       apparent energy, integer mVAh
     phase                         0 = A, 1 = B, 2 = C
 
+`engine_status(reading)` re-keys a reading the way the metering engine reports (OBIS codes as in its
+`status` and `registers()`: 32.7.0 V, 1.7.0/2.7.0 W, ..., 1.8.0..4.8.0 in mWh/mvarh), so the app can
+treat both sources alike.
+
 Energy registers are read-to-clear 16-bit counters in units of 0.01 CF (CF = 1/MC kWh; MC = 3200 imp/kWh
 gives 3.125 mWh per count). The driver adds every read into exact integer per-phase counts and converts
 to mWh only for the report (floor of counts * 10000 / MC), so nothing is lost to rounding. At 3.125 mWh a
@@ -40,6 +44,8 @@ PFmean signed 0.001, Freq 0.01 Hz. Calibration registers are written as raw regi
 import time
 
 from micropython import const
+
+from umeter.metering import obis
 
 SPI_POLARITY = 1
 SPI_PHASE = 1
@@ -398,3 +404,23 @@ class Atm90e32:
     def energy_counts(self, phase):
         """Raw accumulated energy counts (0.01 CF each) of one phase: [AP, AN, RP, RN, S]."""
         return list(self._energy[phase])
+
+
+_V_CODES = (obis.VOLTAGE, "52.7.0", "72.7.0")        # L1, L2, L3
+_I_CODES = (obis.CURRENT, "51.7.0", "71.7.0")
+
+
+def engine_status(r):
+    """A reading() dict keyed like the engine's status plus registers(): OBIS codes, energy in
+    integer mWh / mvarh. Phases B and C use the L2/L3 voltage and current codes."""
+    p = r["p_w"]
+    q = r["q_var"]
+    return {
+        _V_CODES[r["phase"]]: r["vrms"], _I_CODES[r["phase"]]: r["irms"],
+        obis.P_IMPORT: p if p > 0 else 0.0, obis.P_EXPORT: -p if p < 0 else 0.0,
+        obis.Q_IMPORT: q if q > 0 else 0.0, obis.Q_EXPORT: -q if q < 0 else 0.0,
+        obis.S_APPARENT: r["s_va"], obis.POWER_FACTOR: r["pf"], obis.FREQUENCY: r["freq_hz"],
+        "p": p, "q": q,
+        obis.A_IMPORT: r["ea_imp_mwh"], obis.A_EXPORT: r["ea_exp_mwh"],
+        obis.R_IMPORT: r["er_imp_mvarh"], obis.R_EXPORT: r["er_exp_mvarh"],
+    }
