@@ -243,7 +243,8 @@ class Opener:
         alg, flags, epoch, kcv, inline, o, body, t = parse(record)
         if self.prev is not None:
             if seq <= self.last_seq:
-                raise TamperError("seq %d after seq %d: records out of order or replayed" % (seq, self.last_seq))
+                raise TamperError("seq %d after seq %d: records out of order or replayed"
+                                  % (seq, self.last_seq))
             if epoch < self.epoch:
                 raise TamperError("seq %d: key epoch %d after epoch %d" % (seq, epoch, self.epoch))
             if inline is not None and inline != self.prev:
@@ -284,9 +285,10 @@ class Opener:
 
 
 def open_chain(keyring, records, resync=True):
-    """Open (seq, record) pairs oldest -> newest. Returns (opened, problems): opened is a list of
-    (seq, payload) for verified records; problems a list of (seq, SealError). With resync, trust
-    restarts after a problem (so every break is reported); without, the first problem raises."""
+    """Open (seq, record) pairs oldest -> newest. Returns (opened, problems, opener): opened lists
+    (seq, payload) of verified records; problems lists (seq, SealError). With resync, after a problem
+    trust restarts at that same record (an anchor verifies on its own; a plain record becomes the new
+    chain link), so every break is reported once; without resync the first problem raises."""
     op = Opener(keyring)
     opened, problems = [], []
     for seq, rec in records:
@@ -297,7 +299,11 @@ def open_chain(keyring, records, resync=True):
                 raise
             problems.append((seq, e))
             op.reset()
-            continue
+            try:
+                payload = op.open(seq, rec)
+            except SealError:
+                op.reset()
+                continue
         if payload is not None:
             opened.append((seq, payload))
-    return opened, problems
+    return opened, problems, op
