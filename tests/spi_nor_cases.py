@@ -133,7 +133,7 @@ def check_timeouts():
     # Stuck busy from power-up: the driver cannot identify it and says so.
     sim2 = SpiNorSim("W25Q16JV")
     sim2.stuck_busy = True
-    with raises(FlashError, match="status 03"):
+    with raises(FlashError, match="status 03 (a chip answers status but stays busy)"):
         attach(sim2)
 
 

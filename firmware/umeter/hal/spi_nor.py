@@ -82,8 +82,13 @@ class SpiNor:
                 pass
             jid = self._read_id()
             if not _plausible(jid):
-                raise FlashError("no SPI NOR flash answers: JEDEC id %06x, status %02x (check wiring, CS, "
-                                 "power; MISO stuck %s)" % (jid, self._read_sr(), "high" if jid else "low"))
+                sr = self._read_sr()
+                if sr & _SR_BUSY and sr != 0xFF:
+                    hint = "a chip answers status but stays busy"
+                else:
+                    hint = "MISO stuck %s: check wiring, CS and power" % ("high" if sr else "low")
+                raise FlashError("no SPI NOR flash answers: JEDEC id %06x, status %02x (%s)"
+                                 % (jid, sr, hint))
         self.jedec_id = jid
         self._command(_RST_EN)
         self._command(_RST)
