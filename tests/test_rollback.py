@@ -1,0 +1,134 @@
+"""Rollback detection logic (firmware/umeter/crypto/rollback.py) under CPython, against a fake of the
+Journal API (last_seq, records(since)) and the host implementation of the seal format as the opener.
+tests/mpt_rollback.py runs the same situations on the unix port with the firmware's own opener."""
+import pytest
+from meterctl import sealing
+from umeter.crypto import TamperError, rollback
+
+KEY = bytes(range(32))
+
+
+class FakeJournal:
+    def __init__(self, records=()):
+        self.recs = list(records)
+
+    @property
+    def last_seq(self):
+        return self.recs[-1][0] if self.recs else 0
+
+    def records(self, since=0):
+        for seq, rec in self.recs:
+            if seq >= since:
+                yield seq, rec
+
+
+class Opener(sealing.Opener):
+    """The host opener, raising the firmware's error classes (as the device opener does)."""
+
+    def verify(self, seq, record):
+        try:
+            return super().verify(seq, record)
+        except sealing.SealError as e:
+            raise TamperError(str(e)) from None
+
+    @staticmethod
+    def tag_of(record):
+        try:
+            return sealing.tag_of(record)
+        except sealing.SealError as e:
+            raise TamperError(str(e)) from None
+
+
+class FakeKeystore:
+    def __init__(self):
+        self.m = None
+        self.writes = 0
+
+    def mark(self):
+        return self.m
+
+    def set_mark(self, seq, tag):
+        self.m = (seq, bytes(tag))
+        self.writes += 1
+
+
+def make(n, start=1):
+    s = sealing.Sealer(KEY, 1)
+    return [(seq, s.seal(seq, b"record %d" % seq)) for seq in range(start, start + n)]
+
+
+def mark_at(records, seq):
+    return seq, sealing.tag_of(dict(records)[seq])
+
+
+def test_ok_when_flash_reaches_the_mark():
+    recs = make(10)
+    v = rollback.check(FakeJournal(recs), mark_at(recs, 6), Opener(KEY))
+    assert v.status == rollback.OK and v.ok and not v.must_rotate
+    assert (v.last_seq, v.last_tag) == (10, sealing.tag_of(recs[-1][1]))
+    v = rollback.check(FakeJournal(recs), mark_at(recs, 10), Opener(KEY))
+    assert v.status == rollback.OK and v.last_seq == 10
+
+
+def test_fresh_without_mark():
+    recs = make(3)
+    v = rollback.check(FakeJournal(recs), None, Opener(KEY))
+    assert v.status == rollback.FRESH and v.ok and (v.last_seq, v.last_tag) == (3, sealing.tag_of(recs[2][1]))
+    v = rollback.check(FakeJournal(), None, Opener(KEY))
+    assert v.status == rollback.FRESH and (v.last_seq, v.last_tag) == (0, None)
+
+
+def test_older_image_is_a_rollback():
+    recs = make(10)
+    mark = mark_at(recs, 8)
+    v = rollback.check(FakeJournal(recs[:7]), mark, Opener(KEY))  # image taken at seq 7
+    assert v.status == rollback.ROLLED_BACK and v.tamper and v.must_rotate
+    assert "seq 7" in v.reason and "seq 8" in v.reason and v.last_seq == 7
+    v = rollback.check(FakeJournal(), mark, Opener(KEY))
+    assert v.status == rollback.ROLLED_BACK and "no records" in v.reason and v.last_tag is None
+
+
+def test_chain_not_reaching_the_mark_is_broken():
+    recs = make(10)
+    mark = mark_at(recs, 6)
+    s = sealing.Sealer(KEY, 1)
+    forged = [(seq, s.seal(seq, b"forged %d" % seq)) for seq in range(1, 11)]
+    cases = {
+        "mark record replaced": recs[:5] + forged[5:6] + recs[6:],
+        "mark record missing": recs[:5] + recs[6:],
+        "record after mark deleted": recs[:7] + recs[8:],
+        "records after mark swapped": recs[:7] + [recs[8], recs[7]] + recs[9:],
+        "tail from another history": recs[:7] + forged[7:],
+        "modified record after mark": recs[:8] + [(9, recs[8][1][:-1] + b"\x00")] + recs[9:],
+    }
+    for name, image in cases.items():
+        v = rollback.check(FakeJournal(image), mark, Opener(KEY))
+        assert v.status == rollback.CHAIN_BROKEN, name
+        assert v.tamper and v.must_rotate and v.reason
+        assert v.last_seq == image[-1][0]  # the app resumes after the newest record anyway
+
+
+def test_mark_dropped_by_ring_retention_is_reported():
+    recs = make(10)
+    v = rollback.check(FakeJournal(recs[6:]), mark_at(recs, 4), Opener(KEY))
+    assert v.status == rollback.CHAIN_BROKEN and "missing" in v.reason
+
+
+def test_verdict_event_fields_have_no_tags():
+    recs = make(4)
+    v = rollback.check(FakeJournal(recs[:2]), mark_at(recs, 4), Opener(KEY))
+    d = v.as_dict()
+    assert d == {"status": "rolled_back", "reason": v.reason, "mark_seq": 4, "flash_seq": 2}
+    assert sealing.tag_of(recs[3][1]).hex() not in repr(d)
+
+
+def test_checkpoint_moves_forward_only_unless_after_tamper():
+    ks = FakeKeystore()
+    rollback.checkpoint(ks, 10, b"a" * 16)
+    rollback.checkpoint(ks, 10, b"a" * 16)  # unchanged: no write
+    assert ks.writes == 1
+    rollback.checkpoint(ks, 12, b"b" * 16)
+    with pytest.raises(ValueError, match="back"):
+        rollback.checkpoint(ks, 11, b"c" * 16)
+    rollback.checkpoint(ks, 3, b"d" * 16, after_tamper=True)
+    assert ks.mark() == (3, b"d" * 16)
