@@ -1,0 +1,332 @@
+"""State checks shared by the CPython (test_state.py) and MicroPython (mpt_state.py) suites."""
+import binascii
+
+from mptest import raises
+from sim.nor import NorFlash, PowerCut
+from sim.state_torture import Rng
+from umeter.store import StoreError
+from umeter.store.region import Region
+from umeter.store.state import MAX_KEY, State, StateFull
+
+
+class RamDev:
+    """NOR semantics over a bytearray image, allocation-free reads, and a count of bytes read.
+    Lets a test flip any bit of the image (the simulator only clears bits)."""
+
+    def __init__(self, image, sector_size=4096, page_size=256):
+        self.mem = image
+        self.size = len(image)
+        self.sector_size = sector_size
+        self.page_size = page_size
+        self.bytes_read = 0
+
+    def read(self, addr, n):
+        assert 0 <= addr and addr + n <= self.size
+        self.bytes_read += n
+        return bytes(self.mem[addr:addr + n])
+
+    def readinto(self, addr, buf):
+        n = len(buf)
+        assert 0 <= addr and addr + n <= self.size
+        self.bytes_read += n
+        mem = self.mem
+        for i in range(n):
+            buf[i] = mem[addr + i]
+
+    def program(self, addr, data):
+        n = len(data)
+        assert 0 <= addr and addr + n <= self.size
+        assert addr // self.page_size == (addr + n - 1) // self.page_size, "crosses a page"
+        mem = self.mem
+        for i in range(n):
+            mem[addr + i] &= data[i]
+
+    def erase_sector(self, addr):
+        assert addr % self.sector_size == 0
+        for i in range(addr, addr + self.sector_size):
+            self.mem[i] = 0xFF
+
+
+def clone(flash):
+    """A fresh simulator holding the same image (programming a blank chip copies it exactly)."""
+    f = NorFlash(flash.size, sector_size=flash.sector_size, page_size=flash.page_size, seed=7)
+    page = flash.page_size
+    ff = b"\xff" * page
+    for a in range(0, flash.size, page):
+        d = flash.read(a, page)
+        if d != ff:
+            f.program(a, d)
+    return f
+
+
+def fill(st, rng, nputs, keys=12, history=None):
+    """Random puts and deletes; returns the model {key: value} of what should be live."""
+    model = {}
+    for i in range(nputs):
+        k = b"key%d" % rng.below(keys)
+        if rng.below(8) == 0:
+            st.delete(k)
+            model.pop(k, None)
+            continue
+        v = rng.fill(rng.below(120))
+        st.put(k, v)
+        model[k] = v
+        if history is not None:
+            history.setdefault(k, set()).add(binascii.crc32(v))
+    return model
+
+
+def check_blank_formats_and_roundtrips():
+    f = NorFlash(4 * 4096)
+    st = State(f)
+    assert len(st) == 0 and st.get(b"nope") is None and st.get("nope", 5) == 5
+    st.put("volts", b"230")
+    st.put(b"\x00\xffbin", b"")
+    st.put(b"x" * MAX_KEY, b"\x00" * st.max_value)
+    assert st.get(b"volts") == b"230"           # str and bytes name the same key
+    assert st.get("volts") == b"230"
+    assert st.get(b"\x00\xffbin") == b""
+    assert st.get(b"x" * MAX_KEY) == b"\x00" * st.max_value
+    assert "volts" in st and b"missing" not in st
+    st.put("volts", bytearray(b"231"))
+    assert st.delete(b"\x00\xffbin") is True
+    assert st.delete(b"never") is False
+    again = State(f)
+    assert sorted(again.keys()) == sorted([b"volts", b"x" * MAX_KEY])
+    assert dict(again.items()) == {b"volts": b"231", b"x" * MAX_KEY: b"\x00" * st.max_value}
+    assert again.get(b"\x00\xffbin") is None
+    s = again.stats()
+    assert s["keys"] == 2 and s["corrupt_skipped"] == 0 and s["generation"] == 1
+
+
+def check_limits():
+    st = State(NorFlash(2 * 4096))
+    assert st.max_value == 1024 and st.max_key == 32
+    with raises(ValueError):
+        st.put(b"", b"v")
+    with raises(ValueError):
+        st.put(b"k" * 33, b"v")
+    with raises(ValueError):
+        st.put(b"k", b"v" * 1025)
+    with raises(TypeError):
+        st.put(b"k", "text")
+    with raises(TypeError):
+        st.put(12, b"v")
+    with raises(ValueError):
+        State(NorFlash(4096))                  # one sector is not enough
+    assert len(st) == 0
+
+
+def check_compaction_keeps_latest_and_spreads_wear():
+    f = NorFlash(4 * 4096)
+    st = State(f)
+    rng = Rng(5)
+    model = fill(st, rng, 900)
+    s = st.stats()
+    assert s["compactions"] >= 12 and s["keys"] == len(model)
+    for k, v in model.items():
+        assert st.get(k) == v
+    st.compact()
+    s2 = st.stats()
+    assert s2["compactions"] == s["compactions"] + 1 and s2["live_bytes"] == s["live_bytes"]
+    assert s2["used_bytes"] == 40 + s2["live_bytes"]     # only live entries copied
+    again = State(f)
+    assert {k: again.get(k) for k in again.keys()} == model
+    counts = f.stats()["erase_counts"]
+    assert max(counts) - min(counts) <= 1                 # plain rotation
+    assert again.stats()["erase_counts"] == counts        # persisted in the sector headers
+
+
+def check_full_is_refused_cleanly():
+    st = State(NorFlash(2 * 4096))
+    for i in range(3):
+        st.put(b"big%d" % i, bytes([i]) * 1024)
+    with raises(StateFull):
+        st.put(b"big3", b"\x03" * 1024)
+    with raises(StoreError):                  # StateFull is a StoreError
+        st.put(b"big3", b"\x03" * 1024)
+    st.put(b"big0", b"\x07" * 1024)           # replacing an entry needs no extra room
+    assert sorted(st.keys()) == [b"big0", b"big1", b"big2"]
+    assert st.get(b"big0") == b"\x07" * 1024
+
+
+def check_foreign_device_refused_and_untouched():
+    f = NorFlash(4 * 4096)
+    f.program(5000, b"not a state store")
+    before = [f.read(a, 4096) for a in range(0, f.size, 4096)]
+    with raises(StoreError, "not a State"):
+        State(f)
+    assert [f.read(a, 4096) for a in range(0, f.size, 4096)] == before
+    st = State.format(f)
+    assert len(st) == 0 and f.read(5000, 4) == b"\xff" * 4
+
+
+def check_geometry_mismatch_refused():
+    f = NorFlash(8 * 4096)
+    State(Region(f, 0, 4 * 4096)).put(b"k", b"v")
+    with raises(StoreError, "geometry"):
+        State(Region(f, 0, 6 * 4096))
+
+
+def check_mount_cost_bounded():
+    f = NorFlash(64 * 4096)
+    st = State(f)
+    fill(st, Rng(3), 200)
+    f.reset_stats()
+    again = State(f)
+    bound = 40 * 64 + 4096
+    assert again.stats()["mount_bytes_read"] == f.stats()["bytes_read"] <= bound
+
+
+def check_get_into():
+    st = State(NorFlash(2 * 4096))
+    st.put(b"reg", b"\x01\x02\x03\x04")
+    buf = bytearray(4)
+    assert st.get_into(b"reg", buf) == 4 and buf == b"\x01\x02\x03\x04"
+    big = bytearray(10)
+    assert st.get_into(b"reg", big) == 4 and big[:4] == b"\x01\x02\x03\x04"
+    assert st.get_into(b"none", buf) == -1
+    with raises(ValueError):
+        st.get_into(b"reg", bytearray(3))
+
+
+def check_torn_put_leaves_no_hole():
+    """A put torn in its data: the sector's free space starts after the torn bytes on remount."""
+    for seed in range(12):
+        f = NorFlash(2 * 4096, seed=seed)
+        st = State(f)
+        st.put(b"a", b"A" * 10)
+        free0 = st.stats()["free_bytes"]
+        f.arm_cut(2)                  # first program (key) completes, the value is torn
+        try:
+            st.put(b"b", b"B" * 200)
+            raise AssertionError("no cut")
+        except PowerCut:
+            pass
+        f.power_on()
+        again = State(f)
+        assert again.get(b"a") == b"A" * 10 and again.get(b"b") is None
+        assert again.stats()["free_bytes"] <= free0 - 1       # the key bytes at least are skipped
+        again.put(b"c", b"C" * 100)
+        assert State(f).get(b"c") == b"C" * 100
+
+
+def check_runtime_corruption_skipped(dev_factory):
+    dev = dev_factory(2)
+    st = State(dev)
+    st.put(b"a", b"alpha" * 10)
+    st.put(b"b", b"beta" * 10)
+    i = dev.mem.find(b"alphaalpha")
+    dev.mem[i + 3] ^= 0x10
+    assert st.get(b"a") is None and st.get(b"a", b"dflt") == b"dflt"
+    assert st.stats()["corrupt_skipped"] == 2
+    assert dict(st.items()) == {b"b": b"beta" * 10}
+    st.compact()                                 # the corrupt entry is not carried over
+    assert st.keys() == [b"b"]
+    again = State(dev)
+    assert again.keys() == [b"b"] and again.stats()["corrupt_skipped"] == 0
+
+
+def check_header_copy_flip_survives(dev_factory):
+    dev = dev_factory(3)
+    st = State(dev)
+    st.put(b"k", b"v1")
+    st.compact()
+    st.put(b"k", b"v2")
+    act = st.stats()["active_sector"]
+    dev.mem[act * 4096 + 9] ^= 0x01                    # generation byte of copy A
+    again = State(dev)
+    assert again.get(b"k") == b"v2" and again.stats()["corrupt_skipped"] == 1
+    assert again.stats()["active_sector"] == act
+
+
+def check_bit_flips(dev_factory, rounds):
+    """Flip one random bit of a used store: mount succeeds, values are ones that were written."""
+    rng = Rng(11)
+    flagged = 0
+    for r in range(rounds):
+        dev = dev_factory(3)
+        st = State(dev)
+        history = {}
+        model = fill(st, rng, 30 + rng.below(300), history=history)
+        base = st.stats()["active_sector"] * 4096
+        if rng.below(4) == 0:
+            pos = rng.below(dev.size)                  # anywhere, even free or stale sectors
+        else:
+            pos = base + rng.below(4096)               # a programmed byte of the active sector
+            while dev.mem[pos] == 0xFF:
+                pos = base + rng.below(4096)
+        dev.mem[pos] ^= 1 << rng.below(8)
+        again = State(dev)
+        changed = False
+        for k in history:
+            got = again.get(k)
+            if got is not None:
+                assert binascii.crc32(got) in history[k], "returned a value never written"
+            if got != model.get(k):
+                changed = True
+        for k in again.keys():
+            assert k in history
+        if changed:
+            assert again.stats()["corrupt_skipped"] >= 1
+            flagged += 1
+        again.put(b"after", b"flip")                  # and the store keeps working
+        assert State(dev).get(b"after") == b"flip"
+    return flagged
+
+
+def check_format_cut_never_resurrects():
+    base = NorFlash(3 * 4096, seed=1)
+    st = State(base)
+    model = fill(st, Rng(8), 400)
+    assert st.stats()["generation"] > 3                 # older, still-valid sectors exist
+    outcomes = {"old": 0, "refused": 0, "new": 0}
+    for k in range(1, 12):
+        f = clone(base)
+        f.arm_cut(k)
+        try:
+            State.format(f)
+            f.disarm_cut()
+            outcomes["new"] += 1
+            continue
+        except PowerCut:
+            f.power_on()
+        try:
+            st2 = State(f)
+        except StoreError:
+            outcomes["refused"] += 1
+            continue
+        if len(st2) == 0 and st2.stats()["generation"] == 1:
+            outcomes["new"] += 1
+        else:
+            assert {k2: st2.get(k2) for k2 in st2.keys()} == model, "stale generation came back"
+            outcomes["old"] += 1
+    assert outcomes["old"] and outcomes["refused"]
+    return outcomes
+
+
+def check_worn_sector_skipped():
+    """A sector past its endurance fails its erase check: compaction moves on, values stay right."""
+    f = NorFlash(4 * 4096, seed=4, endurance=15)
+    st = State(f)
+    rng = Rng(9)
+    model = {}
+    inflight = None
+    try:
+        for i in range(4000):
+            k = b"w%d" % rng.below(10)
+            v = rng.fill(rng.below(300))
+            inflight = (k, v)
+            st.put(k, v)
+            model[k] = v
+        inflight = None
+    except StoreError as e:
+        assert "worn" in str(e)
+    s = st.stats()
+    assert s["bad_sectors"] >= 1 and s["compactions"] > 40
+    for k in st.keys():
+        if inflight is not None and k == inflight[0]:
+            assert st.get(k) in (model.get(k), inflight[1])
+        else:
+            assert st.get(k) == model[k]
+    assert len(st) >= len(model) - 1
