@@ -14,39 +14,37 @@ programmed to 0x00 on its own. Mount reads 15 bytes per sector plus the head sec
 """
 from binascii import crc32
 
-from micropython import const
-
 from .errors import StoreError
 
-FORMAT = const(0x4A)           # format/version byte of a journal sector header ("J", version 1)
-SECTOR_HDR = const(16)         # bytes reserved at the start of every sector
-HDR_READ = const(15)           # bytes of it read at mount (the claim byte is read for the head only)
-CLAIM_AT = const(15)           # claim byte: programmed to 0x00 before the successor sector is erased
-REC_HDR = const(13)            # commit(1) seq(6) length(2) crc(4)
-COMMITTED = const(0x00)
+FORMAT = 0x4A           # format/version byte of a journal sector header ("J", version 1)
+SECTOR_HDR = 16         # bytes reserved at the start of every sector
+HDR_READ = 15           # bytes of it read at mount (the claim byte is read for the head only)
+CLAIM_AT = 15           # claim byte: programmed to 0x00 before the successor sector is erased
+REC_HDR = 13            # commit(1) seq(6) length(2) crc(4)
+COMMITTED = 0x00
 SEQ_LIMIT = 1 << 48            # a 48-bit sequence number never wraps: append refuses at the limit
-EC_MASK = const(0xFFFFF)       # erase count: low 20 bits of the ec/gap word (saturates)
-GAP_MAX = const(0xFFF)         # gap: high 12 bits
+EC_MASK = 0xFFFFF       # erase count: low 20 bits of the ec/gap word (saturates)
+GAP_MAX = 0xFFF         # gap: high 12 bits
 
 # sector states (RAM only, one byte per sector)
-_FREE = const(0)               # blank or garbage: erased/blank-checked before use
-_LIVE = const(1)               # valid header
-_DAMAGED = const(2)            # header unreadable but holds valid records (base taken from its first record)
-_RETIRED = const(3)            # worn out, never used again (persistent: zeroed header)
-_WORN = const(4)               # live, but a program failed in it: retired when the ring reaches it
+_FREE = 0               # blank or garbage: erased/blank-checked before use
+_LIVE = 1               # valid header
+_DAMAGED = 2            # header unreadable but holds valid records (base taken from its first record)
+_RETIRED = 3            # worn out, never used again (persistent: zeroed header)
+_WORN = 4               # live, but a program failed in it: retired when the ring reaches it
 
 # slot results
-_OK = const(0)                 # committed, CRC good
-_OPEN = const(1)               # CRC good, commit byte still 0xFF (the in-flight append of a power cut)
-_BAD = const(2)                # CRC bad or commit byte torn; length plausible so the walk goes on
-_LOST = const(3)               # length implausible: the rest of the sector cannot be parsed
-_END = const(4)                # blank record header: end of the sector's records
+_OK = 0                 # committed, CRC good
+_OPEN = 1               # CRC good, commit byte still 0xFF (the in-flight append of a power cut)
+_BAD = 2                # CRC bad or commit byte torn; length plausible so the walk goes on
+_LOST = 3               # length implausible: the rest of the sector cannot be parsed
+_END = 4                # blank record header: end of the sector's records
 
 # header results
-_H_VALID = const(0)
-_H_BLANK = const(1)
-_H_RETIRED = const(2)
-_H_BAD = const(3)
+_H_VALID = 0
+_H_BLANK = 1
+_H_RETIRED = 2
+_H_BAD = 3
 
 _FF13 = b"\xff" * REC_HDR
 _ZERO1 = b"\x00"

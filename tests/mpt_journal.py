@@ -1,0 +1,47 @@
+# Journal and regions on the MicroPython unix port (same checks as the CPython suite), plus cuts.
+import journal_cases as c
+
+HEAPSIZE = "8M"
+
+
+def test_roundtrip_and_remount():
+    c.check_roundtrip_and_remount()
+
+
+def test_payload_bounds_and_foreign_device():
+    c.check_payload_bounds()
+    c.check_foreign_device_not_wiped()
+
+
+def test_ring_retention_and_mount_cost():
+    c.check_ring_retention_and_capacity()
+    c.check_mount_reads_headers_and_head_only()
+
+
+def test_torn_and_uncommitted_appends():
+    c.check_torn_append_never_reuses_seq()
+    c.check_uncommitted_record_is_invisible()
+
+
+def test_bit_flips():
+    c.check_bit_flips(trials=30)
+    c.check_header_bit_flips(trials=30)
+
+
+def test_endurance_and_sequence_limit():
+    c.check_endurance_retires_worn_sectors()
+    c.check_end_of_life_raises_store_error()
+    c.check_sequence_exhaustion()
+
+
+def test_regions_and_partitions():
+    c.check_region_view()
+    c.check_partitions()
+
+
+def test_power_cut_torture_small_ring():
+    c.check_torture(300, 11, sectors=8, max_ops=16)
+
+
+def test_power_cut_torture_long_runs():
+    c.check_torture(200, 12, sectors=12, max_ops=120)

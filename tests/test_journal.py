@@ -1,0 +1,88 @@
+"""Journal, regions and the power-cut torture under CPython (shared checks in journal_cases.py)."""
+import journal_cases as c
+import pytest
+from sim.nor import NorFlash
+from umeter.store import Journal
+
+
+def test_roundtrip_and_remount():
+    c.check_roundtrip_and_remount()
+
+
+def test_payload_bounds():
+    c.check_payload_bounds()
+
+
+def test_foreign_device_raises_and_is_not_wiped():
+    c.check_foreign_device_not_wiped()
+
+
+def test_ring_retention_and_capacity():
+    c.check_ring_retention_and_capacity()
+
+
+def test_mount_reads_headers_and_head_only():
+    c.check_mount_reads_headers_and_head_only()
+
+
+def test_torn_append_never_reuses_seq():
+    c.check_torn_append_never_reuses_seq()
+
+
+def test_uncommitted_record_is_invisible():
+    c.check_uncommitted_record_is_invisible()
+
+
+def test_bit_flips_in_records_are_skipped_and_counted():
+    c.check_bit_flips(trials=150)
+
+
+def test_bit_flips_in_sector_headers():
+    c.check_header_bit_flips(trials=150)
+
+
+def test_worn_sector_is_retired_and_journal_continues():
+    c.check_endurance_retires_worn_sectors()
+
+
+def test_end_of_life_is_a_store_error():
+    c.check_end_of_life_raises_store_error()
+
+
+def test_sequence_numbers_never_wrap():
+    c.check_sequence_exhaustion()
+
+
+def test_region_view():
+    c.check_region_view()
+
+
+def test_partitions():
+    c.check_partitions()
+
+
+# 2,400 cuts in all: small rings (wrap every few rounds), a larger one with longer runs between cuts.
+@pytest.mark.parametrize("seed,sectors,max_ops,rounds", [
+    (1, 8, 16, 700), (2, 10, 24, 700), (3, 16, 60, 500), (4, 12, 200, 500)])
+def test_power_cut_torture(seed, sectors, max_ops, rounds):
+    s = c.check_torture(rounds, seed, sectors=sectors, max_ops=max_ops)
+    assert s["inflight_kept"] > 0          # cuts after the commit byte happened too
+
+
+def test_format_figures_64_byte_records():
+    """Format properties (not timing): flash programmed per payload byte and erases per 1,000 records
+    in steady state, 64-byte records, one durable append each, on a 2 MiB W25Q16JV geometry."""
+    f = NorFlash(2 * 1024 * 1024)
+    j = Journal(f)
+    per_sector = (4096 - 16) // (13 + 64)
+    warm = 512 * per_sector + 100              # past one full ring pass: retention is erasing
+    p = bytes(range(64))
+    for _ in range(warm):
+        j.append(p)
+    f.reset_stats()
+    n = 5000
+    for _ in range(n):
+        j.append(p)
+    s = f.stats()
+    assert s["bytes_programmed"] / (n * 64) <= 1.25
+    assert s["erases"] * 1000 / n <= 22
