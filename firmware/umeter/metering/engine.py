@@ -9,7 +9,8 @@ Without crossings (no voltage) a window ends at the first block end past 1.25 wi
 
 Per window, with N samples and the kernel's exact integer sums (Python ints):
     DC removal (emonLibCM style, no filter to settle): C_xy = N * sum(xy) - sum(x) * sum(y)
-    Vrms = kv * sqrt(C_vv) / N, Irms likewise (kv, ki: volts/amperes per LSB times gain)
+    Vrms = kv * sqrt(C_vv / (N * T)), Irms likewise (kv, ki: volts/amperes per LSB times gain;
+    T = the window's duration in samples between its sub-sample crossings, N when not aligned)
     phase: the I sample is late by skew_us and the sensor leads by calib phase_deg, together an
     angle d at the fundamental; with t = 2*pi*f/rate (one sample) and C0 = C(v, i),
     C1 = C(v[k-1], i):  P = C0 cos d - sin d (C1 - C0 cos t) / sin t,
@@ -24,7 +25,7 @@ Creep and start: a window whose |P| is at least 8 x the creep threshold (default
 0.001 In at Un, 1.15 W on the sim board) goes straight to the registers; smaller windows are held
 in a group of about 10 s that is committed only if its mean |P| reaches the threshold (noise
 averages down by sqrt(10), a 0.001 In load does not). Reactive energy is gated the same way.
-Load profile: every `profile_min` minutes of engine time (at the first window end past the
+Load profile: every `profile_min` minutes of engine time (at the window end nearest the
 boundary) a record (PROFILE.md) with the energy deltas, min/avg/max window voltage and the largest
 `demand_s` block demand.
 """
@@ -251,8 +252,12 @@ class Engine:
         c0 = n * p0 - sv * si
         c1 = n * p1 - sv1 * si
         c = self.calib
-        vrms = self._kv * math.sqrt(cvv) / n
-        irms = self._ki * math.sqrt(cii) / n
+        aligned = self._aligned and aligned_end
+        # whole cycles last tl - tf samples (sub-sample crossings), not n: dividing by it
+        # removes the +-1 sample (0.1 % at 1 kHz) granularity from RMS and power
+        neff = self._tl - self._tf if aligned else float(n)
+        vrms = self._kv * math.sqrt(cvv / (n * neff))
+        irms = self._ki * math.sqrt(cii / (n * neff))
         vrms = math.sqrt(max(0.0, vrms * vrms - c["v_offset"] ** 2))
         irms = math.sqrt(max(0.0, irms * irms - c["i_offset"] ** 2))
         freq = 0.0
@@ -271,17 +276,16 @@ class Engine:
         m, sh = _fixed([g * (cd + sd * cot), -g * sd * csc, g * (sd - cd * cot), g * cd * csc])
         e_p = _div_round(m[0] * c0 + m[1] * c1, sh, n)
         e_q = _div_round(m[2] * c0 + m[3] * c1, sh, n)
-        dur = n / self.rate_hz
-        if c["p_offset"]:
-            e_p += int(math.floor(c["p_offset"] * dur * _FU_PER_J + 0.5))
+        if c["p_offset"]:  # over the n samples the energy covers
+            e_p += int(math.floor(c["p_offset"] * n / self.rate_hz * _FU_PER_J + 0.5))
         if c["q_offset"]:
-            e_q += int(math.floor(c["q_offset"] * dur * _FU_PER_J + 0.5))
+            e_q += int(math.floor(c["q_offset"] * n / self.rate_hz * _FU_PER_J + 0.5))
+        dur = neff / self.rate_hz
         p = e_p / (_FU_PER_J * dur)
         q = e_q / (_FU_PER_J * dur)
         s = vrms * irms
-        aligned = self._aligned and aligned_end
         self._aligned = aligned_end
-        self._commit(e_p, e_q, p, q, n)
+        self.commit_window(e_p, e_q, n)
         self.windows += 1
         self.t_committed = end
         self.status = {
@@ -300,7 +304,13 @@ class Engine:
         st[kernels.ZL] = max(0, z - self._hyst)
         self._profile_window(end, vrms, n, freq > 0)
 
-    def _commit(self, e_p, e_q, p, q, n):
+    def commit_window(self, e_p, e_q, n):
+        """Book one window's signed active and reactive energy (ints, FU) lasting n samples into
+        the registers, through the creep / starting gate. Called for every window; public so that
+        register arithmetic can be exercised on its own."""
+        dur = n * _FU_PER_J / self.rate_hz
+        p = e_p / dur
+        q = e_q / dur
         run = _GATE_RUN * self.creep_w
         reg, pend = self._reg, self._pend
         if abs(p) >= run:
@@ -347,7 +357,8 @@ class Engine:
         self._prof_vn += n
         if not has_cycles:
             self._prof_flags |= FLAG_NO_CYCLES
-        if end >= self._dem_next:
+        near = end + self.window_n // 2  # a period closes at the window end nearest its boundary
+        if near >= self._dem_next:
             self.flush()
             de = self._reg[0] - self._dem_e
             # mW = mWh * 3600 / s = (FU / 2**24) * 3600 * rate / samples
@@ -356,12 +367,12 @@ class Engine:
                 self._prof_dmax = dem
             self._dem_e = self._reg[0]
             self._dem_t = end
-            while self._dem_next <= end:
+            while self._dem_next <= near:
                 self._dem_next += self._dem_n
-        if end >= self._prof_next:
+        if near >= self._prof_next:
             self.flush()
             self._emit(self._prof_next)
-            while self._prof_next <= end:
+            while self._prof_next <= near:
                 self._prof_next += self._prof_n
             self._prof_start = list(self._reg)
             self._prof_flags = 0
