@@ -1,0 +1,65 @@
+"""Board `esp32_devkitc`: ESP32-WROOM-32 DevKitC with a W25Q SPI NOR and two ADC1 inputs.
+
+Wiring: W25Q on VSPI (SPI id 2): SCK GPIO18, MOSI GPIO23, MISO GPIO19, CS GPIO5.
+V on GPIO34 (ADC1_CH6), I on GPIO35 (ADC1_CH7) (ADC2 clashes with Wi-Fi). Keys in esp32.NVS.
+"""
+from machine import SPI, WDT, Pin, Timer
+
+import micropython
+
+NAME = "esp32_devkitc"
+ARCH = "xtensawin"
+PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
+CHECKPOINT_S = 60
+SAMPLE_RATE_HZ = 2000
+ENGINE = {"v_peak_fs": 400.0, "i_peak_fs": 100.0, "u_nominal": 230.0, "i_nominal": 10.0, "profile_min": 15}
+CALIBRATION = {}           # per-unit figures come from the lab (meterctl provision --calibration)
+POWER_FAIL_PIN = None      # wire a supervisor's PFO output here (e.g. 27) to checkpoint on power loss
+WDT_TIMEOUT_MS = 8000
+
+
+def flash():
+    from umeter.hal.spi_nor import SpiNor
+
+    spi = SPI(2, baudrate=20000000, polarity=0, phase=0, sck=Pin(18), mosi=Pin(23), miso=Pin(19))
+    return SpiNor(spi, Pin(5, Pin.OUT, value=1))
+
+
+def sampler():
+    from umeter.hal.adc_esp32 import AdcEsp32
+
+    return AdcEsp32(v_pin=34, i_pin=35, rate_hz=SAMPLE_RATE_HZ, block_pairs=200)
+
+
+def keystore():
+    from umeter.hal.keystore_esp32 import open_keystore
+
+    return open_keystore()
+
+
+def watchdog():
+    return WDT(timeout=WDT_TIMEOUT_MS)
+
+
+def power_fail(callback):
+    if POWER_FAIL_PIN is None:
+        return False
+    Pin(POWER_FAIL_PIN, Pin.IN, Pin.PULL_UP).irq(callback, Pin.IRQ_FALLING)
+    return True
+
+
+def start_background(step):
+    """A soft timer schedules step(): it runs while the REPL waits, so mpremote can talk to the meter."""
+    def tick(_t):
+        try:
+            micropython.schedule(_drain, step)
+        except RuntimeError:
+            pass  # schedule queue full: the next tick catches up
+
+    Timer(0).init(period=20, mode=Timer.PERIODIC, callback=tick)
+
+
+def _drain(step):
+    for _ in range(8):
+        if not step():
+            break
