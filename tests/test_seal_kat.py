@@ -186,3 +186,11 @@ def test_host_wrong_key_message_has_no_key():
         assert key.hex() not in text and repr(key) not in text
     with pytest.raises(sealing.KeyMissing, match="epoch 1"):
         sealing.open_chain(sealing.Keyring({3: wrong}), records, resync=False)
+
+
+def test_bench_seal_runs_and_reports(capfd):
+    from meterctl import bench_seal
+
+    assert bench_seal.main(["--records", "300"]) == 0
+    out = capfd.readouterr().out
+    assert "viper" in out and "python" in out and "Added bytes per record: 25" in out

@@ -137,6 +137,26 @@ def _xor_viper(dst: ptr8, doff: int, src: ptr8, ks: ptr8, n: int):
         i += 1
 
 
+@micropython.viper
+def _copy(dst: ptr8, doff: int, src: ptr8, soff: int, n: int):
+    # short copies (tags) without a slice allocation
+    i = 0
+    while i < n:
+        dst[doff + i] = src[soff + i]
+        i += 1
+
+
+@micropython.viper
+def _differ(a: ptr8, b: ptr8, boff: int, n: int) -> int:
+    # constant-time compare: nonzero if a[:n] != b[boff:boff+n]
+    d = 0
+    i = 0
+    while i < n:
+        d |= a[i] ^ b[boff + i]
+        i += 1
+    return d
+
+
 def _ctr_fill_python(buf, nblocks):
     for i in range(nblocks):
         o = i << 4
@@ -208,10 +228,7 @@ def _mac_into(k, cxmv, cxlen, bodymv, blen, out, ooff):
     h = k.mac.start()
     h.update(cxmv[:cxlen])
     h.update(bodymv[:blen])
-    tag = k.mac.finish(h)
-    t = k.taglen
-    for i in range(t):
-        out[ooff + i] = tag[i]
+    _copy(out, ooff, k.mac.finish(h), 0, k.taglen)
 
 
 def tag_of(record):
@@ -323,16 +340,14 @@ class Sealer:
         out[8] = k.kcv[1]
         if anchor:
             out[HEADER_LEN] = p
-            for i in range(p):
-                out[HEADER_LEN + 1 + i] = cx[9 + i]
+            _copy(out, HEADER_LEN + 1, cx, 9, p)
         self._max_seq = seq  # consumed even if the MAC step fails below
         self._ctr.crypt(k, seq, payload, out, o, n)
         struct.pack_into(">Q", cx, 0, seq)
         _mac_into(k, self._cxmv, 9 + p, self._mv if out is self._buf else memoryview(out), body, out, body)
         t = k.taglen
         cx[8] = t
-        for i in range(t):
-            cx[9 + i] = out[body + i]
+        _copy(cx, 9, out, body, t)
         self.last_seq = seq
         self._need_anchor = False
         self._since_anchor = 0 if anchor else self._since_anchor + 1
@@ -454,14 +469,10 @@ class Opener:
             return None
         if not self._have:
             cx[8] = ip
-            for i in range(ip):
-                cx[9 + i] = record[HEADER_LEN + 1 + i]
+            _copy(cx, 9, record, HEADER_LEN + 1, ip)
         struct.pack_into(">Q", cx, 0, seq)
         _mac_into(k, self._cxmv, 9 + cx[8], memoryview(record), body, self._tag, 0)
-        bad = 0
-        for i in range(t):
-            bad |= self._tag[i] ^ record[body + i]
-        if bad:
+        if _differ(self._tag, record, body, t):
             raise TamperError("seq %d: authentication failed (record altered, or its predecessor deleted, "
                               "replaced or reordered)" % seq)
         if self._have and seq != self.last_seq + 1:
@@ -474,8 +485,7 @@ class Opener:
     def _link(self, seq, epoch, record, body, t):
         cx = self._cx
         cx[8] = t
-        for i in range(t):
-            cx[9 + i] = record[body + i]
+        _copy(cx, 9, record, body, t)
         self.last_seq = seq
         self._epoch = epoch
         self._have = True
