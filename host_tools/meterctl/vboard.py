@@ -58,6 +58,7 @@ FRIENDLY_PROMPT = b">>> "
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 READY_TIMEOUT = 10.0
 GATE_TIMEOUT = 2.0       # longest hold on input after a Ctrl-C that interrupted running code
+BOOT_HOLD = 3.0          # longest hold on input while a fresh process boots (main.py may run forever)
 
 
 class VirtualBoardError(Exception):
@@ -105,6 +106,7 @@ class VirtualBoard:
         self.log = log or (lambda line: None)
         self.boots = 0            # firmware processes started so far
         self.last_exit = None     # exit status of the previous firmware process
+        self.error = None         # why the bridge stopped, if it failed
         self.pty_path = None
         self._proc = None
         self._thread = None
@@ -161,6 +163,10 @@ class VirtualBoard:
         self._cutter = threading.Thread(target=loop, name="vboard-power-cuts", daemon=True)
         self._cutter.start()
 
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        """Wait until the current firmware process has booted to its REPL; False on time-out."""
+        return self._ready.wait(timeout)
+
     @property
     def pid(self):
         return self._proc.pid if self._proc else None
@@ -180,6 +186,8 @@ class VirtualBoard:
         self._filter_deadline = 0.0
         self._pending_in = b""    # user input not yet written to the firmware
         self._gate = 0.0          # while non-zero: input held (deadline) until the REPL reads again
+        self._hold = 0.0          # while non-zero: input held (deadline) until the new process is ready
+        self._ready = threading.Event()
         self._last_out = b""      # last byte sent to the user (for \n -> \r\n)
         self._tail = b""          # end of the output so far (a banner may span two reads)
 
@@ -219,6 +227,9 @@ class VirtualBoard:
         self._raw_mode = False
         self._tail = b""
         self._gate = 0.0
+        self._ready.clear()
+        # Input typed during boot would interrupt boardfs.py/main.py (mpremote starts with Ctrl-C).
+        self._hold = time.monotonic() + BOOT_HOLD
         self._filter = "prompt" if enter_raw else None
         self._filter_buf = b""
         self._filter_deadline = time.monotonic() + READY_TIMEOUT
@@ -240,27 +251,39 @@ class VirtualBoard:
         done = threading.Event()
         with self._lock:
             self._requests.append((kind, done))
-        if not done.wait(timeout):
-            raise VirtualBoardError("virtual board did not %s in %ss" % (kind, timeout))
+        deadline = time.monotonic() + timeout
+        while not done.wait(0.05):
+            if self._stop.is_set():
+                return
+            if self.error is not None or time.monotonic() > deadline:
+                raise VirtualBoardError("virtual board did not %s: %s" % (kind, self.error or "timed out"))
 
     def _bridge(self):
+        try:
+            self._bridge_loop()
+        except Exception as e:  # keep the reason; the board is dead without the bridge
+            self.error = "%s: %s" % (type(e).__name__, e)
+            self.log("bridge failed: " + self.error)
+
+    def _bridge_loop(self):
         while not self._stop.is_set():
             with self._lock:
                 requests, self._requests = self._requests, []
             for kind, done in requests:
                 self._hard_reset(kind)
                 done.set()
-            wlist = [self._fw_master] if self._pending_in and self._filter is None and not self._gate else []
+            held = self._gate or self._hold or self._filter is not None
+            wlist = [self._fw_master] if self._pending_in and not held else []
             try:
                 readable, writable, _ = select.select([self._user_master, self._fw_master], wlist, [],
-                                                      0.01 if self._gate else 0.05)
+                                                      0.01 if held else 0.05)
             except InterruptedError:
                 continue
             if self._fw_master in readable:
                 self._pump_output()
             if self._user_master in readable:
                 self._pump_input()
-            if writable or (self._pending_in and self._filter is None):
+            if self._pending_in and self._filter is None:
                 self._flush_input()
             if self._filter is not None and time.monotonic() > self._filter_deadline:
                 self.log("firmware did not reach the REPL; showing its output as is")
@@ -281,6 +304,8 @@ class VirtualBoard:
         self._proc.wait()
         self.last_exit = status = self._proc.returncode
         self._drain_output(forward=True)
+        if status == HARD_RESET_STATUS or (status is not None and status < 0):
+            self._pending_in = b""  # a reset board's UART starts empty
         if status == HARD_RESET_STATUS:
             self.log("machine.reset()")
             self._boot(run_main=True)
@@ -335,13 +360,20 @@ class VirtualBoard:
                 self._filter, self._filter_buf = None, b""
                 self._raw_mode = True
                 self._emit(buf[at:])
+                self._set_ready()
 
     def _track_mode(self, data):
         seen = self._tail + data
+        if not self._ready.is_set() and FRIENDLY_PROMPT in seen:
+            self._set_ready()
         if RAW_BANNER in seen:
             self._raw_mode = True
             seen = b""
         self._tail = seen[-len(RAW_BANNER):]
+
+    def _set_ready(self):
+        self._hold = 0.0
+        self._ready.set()
 
     def _pump_input(self):
         try:
@@ -369,6 +401,10 @@ class VirtualBoard:
         return not self._executing() and not termios.tcgetattr(self._fw_slave)[3] & termios.ISIG
 
     def _flush_input(self):
+        if self._hold:
+            if time.monotonic() < self._hold:
+                return
+            self._hold = 0.0
         if self._gate:
             if not self._at_repl() and time.monotonic() < self._gate:
                 return

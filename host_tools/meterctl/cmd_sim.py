@@ -1,0 +1,130 @@
+"""``meterctl sim``: run the firmware on a virtual board (MicroPython unix port) behind a pty.
+
+    meterctl sim [--board-dir DIR] [--scenario FILE] [--power-cut] [--no-display]
+    meterctl sim run --scenario FILE --seconds N [--image FILE] --json
+
+The interactive form starts the board (meterctl/vboard.py), prints the pty path for mpremote and shows
+the live display (meterctl.simapp.display) or, with --no-display, only event lines, until Ctrl-C.
+The headless ``run`` is meterctl.simapp.run_headless. The scenario reaches the firmware as the
+environment variables UMETER_SIM_SCENARIO (host path) and UMETER_SIM_SCENARIO_JSON (its text).
+"""
+import importlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from meterctl.cli import CliError
+from meterctl.vboard import ROOT, VirtualBoard, VirtualBoardError
+
+DEFAULT_BOARD_DIR = ROOT / "sim_state"
+
+
+def register(subparsers):
+    p = subparsers.add_parser("sim", help="run the firmware on a virtual board (pty for mpremote)",
+                              description="Run the firmware on the MicroPython unix port behind a pty that "
+                                          "speaks the REPL like a board's serial port.")
+    p.add_argument("--board-dir", type=Path, default=DEFAULT_BOARD_DIR,
+                   help="the board's filesystem and flash image (default: sim_state/ in the repository)")
+    p.add_argument("--scenario", type=Path, help="grid scenario JSON")
+    p.add_argument("--power-cut", action="store_true",
+                   help="kill the firmware at random moments and restart it")
+    p.add_argument("--cut-interval", type=float, nargs=2, metavar=("MIN", "MAX"), default=(2.0, 10.0),
+                   help="seconds between power cuts, drawn uniformly (default: 2 10)")
+    p.add_argument("--seed", type=int, help="random seed for the power-cut times")
+    p.add_argument("--no-display", action="store_true", help="print event lines instead of the live display")
+    p.add_argument("--main", type=Path, help="run this host script instead of the board's main.py")
+    p.add_argument("--heapsize", default="4M", help="MicroPython heap (default: 4M)")
+    p.set_defaults(func=run_interactive)
+
+    sub = p.add_subparsers(dest="sim_command", metavar="{run}")
+    r = sub.add_parser("run", help="headless: run N simulated seconds as fast as possible, print JSON")
+    r.add_argument("--scenario", type=Path, required=True, help="grid scenario JSON")
+    r.add_argument("--seconds", type=float, required=True, help="simulated seconds to run")
+    r.add_argument("--image", type=Path, help="flash image to continue from (created if missing)")
+    r.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    r.set_defaults(func=run_headless)
+
+
+def load_scenario(path):
+    """The scenario's text, checked to be a JSON object."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise CliError("cannot read scenario %s: %s" % (path, e.strerror or e)) from None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise CliError("scenario %s is not valid JSON: %s" % (path, e)) from None
+    if not isinstance(value, dict):
+        raise CliError("scenario %s must be a JSON object" % path)
+    return text
+
+
+def simapp():
+    """meterctl.simapp (written with the meter app), imported only when needed."""
+    try:
+        return importlib.import_module("meterctl.simapp")
+    except ModuleNotFoundError as e:
+        if e.name not in ("meterctl.simapp", None):
+            raise
+        raise CliError("the simulated meter app (meterctl.simapp) is not available yet") from None
+
+
+def run_headless(args):
+    load_scenario(args.scenario)
+    if not args.seconds > 0:
+        raise CliError("--seconds must be positive")
+    return simapp().run_headless(args)
+
+
+def board_env(scenario):
+    if scenario is None:
+        return {}
+    return {"UMETER_SIM_SCENARIO": str(Path(scenario).resolve()),
+            "UMETER_SIM_SCENARIO_JSON": load_scenario(scenario)}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_interactive(args, out=None):
+    out = out or sys.stdout
+    env = board_env(args.scenario)
+    if args.main is not None and not args.main.is_file():
+        raise CliError("no such main script: %s" % args.main)
+    lo, hi = args.cut_interval
+    if args.power_cut and not 0 < lo <= hi:
+        raise CliError("--cut-interval needs 0 < MIN <= MAX")
+    if args.board_dir.exists() and not args.board_dir.is_dir():
+        raise CliError("board directory %s is not a directory" % args.board_dir)
+    display = None if args.no_display else simapp().display
+
+    def log(line):
+        if display is None:
+            print("sim: " + line, file=out, flush=True)
+
+    try:
+        board = VirtualBoard(args.board_dir, main=args.main, heapsize=args.heapsize, env=env, log=log)
+        board.start()
+    except (VirtualBoardError, OSError) as e:
+        raise CliError(str(e)) from None
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        print("virtual board on %s (board dir %s)" % (board.pty_path, board.board_dir), file=out)
+        print("  mpremote connect %s resume exec \"...\"" % board.pty_path, file=out, flush=True)
+        if args.power_cut:
+            board.start_power_cuts(lo, hi, seed=args.seed)
+        if display is not None:
+            display(board)
+        else:
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+    print("virtual board stopped", file=out, flush=True)
+    return 0
