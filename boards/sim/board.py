@@ -25,15 +25,23 @@ def board_dir():
     return os.getenv("UMETER_BOARD_DIR") or "."
 
 
+def flash_image():
+    return os.getenv("UMETER_FLASH_IMAGE") or board_dir() + "/flash.img"
+
+
 def flash():
     from sim.spi import SpiNorSim
     from umeter.hal.spi_nor import SpiNor
 
-    sim = SpiNorSim(FLASH_CHIP, path=board_dir() + "/flash.img")
+    sim = SpiNorSim(FLASH_CHIP, path=flash_image())
     return SpiNor(sim.spi, sim.cs, sleep_us=sim.sleep_us, ticks_us=sim.ticks_us)
 
 
 def scenario():
+    """The grid scenario: from the virtual board's environment, else scenario.json, else defaults."""
+    text = os.getenv("UMETER_SIM_SCENARIO_JSON")
+    if text:
+        return json.loads(text)
     try:
         with open(board_dir() + "/scenario.json") as f:
             return json.load(f)
@@ -44,13 +52,48 @@ def scenario():
 def sampler():
     from sim.grid import Grid
 
-    return Grid(scenario())
+    grid = Grid(scenario())
+    speed = float(os.getenv("UMETER_SIM_SPEED") or "1")
+    return grid if speed <= 0 else Paced(grid, speed)
+
+
+class Paced:
+    """A sample source that hands out blocks no faster than `speed` x real time (interactive use);
+    the headless runner uses the grid directly (as fast as the host allows)."""
+
+    def __init__(self, src, speed):
+        import time
+
+        self._src = src
+        self._time = time
+        self._t0 = time.ticks_ms()
+        self._ms_per_block = 1000.0 * src.block_pairs / src.rate_hz / speed
+        self._blocks = 0
+        for name in ("rate_hz", "adc_bits", "skew_us", "block_pairs"):
+            setattr(self, name, getattr(src, name))
+
+    def start(self):
+        self._src.start()
+
+    def stop(self):
+        self._src.stop()
+
+    def read_block(self):
+        due = self._time.ticks_diff(self._time.ticks_ms(), self._t0) >= self._blocks * self._ms_per_block
+        if not due:
+            return None
+        self._blocks += 1
+        return self._src.read_block()
+
+
+def keys_dir():
+    return os.getenv("UMETER_KEYS_DIR") or board_dir() + "/keys"
 
 
 def keystore():
     from umeter.hal.keystore_file import open_keystore
 
-    ks = open_keystore(board_dir() + "/keys")
+    ks = open_keystore(keys_dir())
     if not ks.provisioned:
         ks.provision(os.urandom(32))  # development key: the virtual board runs out of the box
     return ks
@@ -65,13 +108,30 @@ def power_fail(callback):
 
 
 def start_background(step):
-    """Unix port: a thread steps the meter while the REPL thread serves mpremote."""
+    """Unix port: a thread steps the meter while the REPL thread serves mpremote. Once a second it
+    also writes status.json into the board directory for the host's live display."""
     import _thread
     import time
 
     def loop():
+        last = time.ticks_ms()
         while True:
             if not step():
-                time.sleep_ms(1)
+                time.sleep_ms(2)
+            if time.ticks_diff(time.ticks_ms(), last) >= 1000:
+                last = time.ticks_ms()
+                write_status()
 
     _thread.start_new_thread(loop, ())
+
+
+def write_status():
+    from umeter import app
+
+    path = board_dir() + "/status.json"
+    try:
+        with open(path + ".tmp", "w") as f:
+            json.dump(app.status(), f)
+        os.rename(path + ".tmp", path)
+    except Exception as e:  # the display is a convenience: never let it stop the meter
+        print("status.json:", e)
