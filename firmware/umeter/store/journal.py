@@ -137,7 +137,8 @@ class Journal:
             w = _get_le32(hb, 7)
             self._hec = w & EC_MASK
             self._hgap = w >> 20
-            return _H_VALID
+            if self._hbase:                     # seqs start at 1: a zero base is not ours
+                return _H_VALID
         zeros = 0
         ffs = 0
         for k in range(HDR_READ):
@@ -188,7 +189,7 @@ class Journal:
             crc = crc32(self._pl, crc)
         else:
             crc = self._crc_range(addr + off + REC_HDR, n, crc)
-        if crc != _get_le32(rh, 9):
+        if crc != _get_le32(rh, 9) or not self._sq:
             return _BAD
         if rh[0] == COMMITTED:
             return _OK
@@ -437,8 +438,14 @@ class Journal:
                 return s
             # The chip did not take the bits: that sector is worn. Same seq and payload go to a fresh
             # sector (same nonce, same plaintext: nothing new is revealed); this one is retired later.
-            self._state[self._head] = _WORN
             self._open_ok = False
+            if self._hcount:
+                self._state[self._head] = _WORN
+            else:
+                # Nothing committed in it: retire it now, so no two sectors ever share a base seq.
+                if self._tail == self._head:
+                    self._tail = -1
+                self._retire(self._head)
         raise StoreError("journal worn out: appends keep failing")
 
     def _write(self, s, payload, n):
