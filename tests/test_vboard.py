@@ -274,3 +274,21 @@ def test_meterctl_sim_bad_input(tmp_path, capsys, monkeypatch):
     good.write_text('{"vrms": 230}')
     assert meterctl_main(["sim", "run", "--scenario", str(good), "--seconds", "1", "--json"]) == 2
     assert "not available yet" in capsys.readouterr().err
+
+
+def test_unread_output_never_stalls_the_firmware(tmp_path):
+    d = tmp_path / "chatty"
+    d.mkdir()
+    (d / "main.py").write_text(
+        "import _thread\n"
+        "def _talk():\n"
+        "    for i in range(3000):\n"
+        "        print('%05d' % i + 'x' * 94)\n"
+        "    with open('/done', 'w') as f:\n"
+        "        f.write('3000')\n"
+        "_thread.start_new_thread(_talk, ())\n")
+    with VirtualBoard(d) as vb:
+        # ~300 KB of output with nobody on the pty: dropped like a UART's; the thread runs to its end.
+        wait_for(lambda: (d / "done").exists(), timeout=30)
+        assert (d / "done").read_text() == "3000"
+        assert mpremote(vb, "resume", "exec", "print('still', 'answering')").strip() == "still answering"

@@ -12,10 +12,14 @@ How it works:
   mounts the board directory as ``/`` (``vfs.VfsPosix``), the source trees read-only at ``/.hostN``,
   runs main.py and falls through to the REPL. The board directory is the board's flash: it survives
   soft resets, hard resets and power cuts.
-- The process runs on its own pty (it is the session leader and the pty is its controlling terminal)
-  whose resting termios are raw except ISIG. The unix port switches to raw (ISIG off) while its REPL
-  reads a line, so Ctrl-C is a REPL character there, and back to our setting while code runs, so Ctrl-C
-  becomes SIGINT -> KeyboardInterrupt in the main thread only.
+- The process runs on its own pty (it is the session leader, the pty is its controlling terminal),
+  kept raw. The unix port only catches SIGINT while it runs Python code (visible as SigCgt in
+  /proc/PID/status), and its tty may be raw then (raw-paste mode), so a Ctrl-C from the user is turned
+  into SIGINT by the bridge while code runs (KeyboardInterrupt in the main thread only) and passed as a
+  character to an idle REPL. After such a Ctrl-C the bridge holds further input until the REPL reads
+  again, because the port switches termios with TCSAFLUSH when the code ends and would discard it.
+  Input is also held while a fresh process boots (until its prompt, at most BOOT_HOLD seconds), so
+  mpremote's opening Ctrl-C cannot interrupt boardfs.py or main.py.
 - A bridge thread copies bytes between that pty and the user's pty (``pty_path``), turning a lone
   ``\\n`` into ``\\r\\n`` as a real port's stdout does. Output nobody reads is dropped after a short
   wait (a UART does not block either), so an unattended board never stalls.
@@ -33,8 +37,13 @@ tests/test_vboard.py:
 - Ctrl-C from mpremote (sent on every connect) interrupts only the main thread's code; the background
   thread keeps running. A foreground ``while True`` loop in main.py would be interrupted by it.
 - ``micropython.schedule`` callbacks run when the REPL executes code, not while it sits idle waiting
-  for input, so a scheduler-driven app would freeze between commands: use a thread (or asyncio in a
-  thread) on the unix port.
+  for input (measured: about 1 of 100 callbacks scheduled from a thread during 1 s of idle REPL ran,
+  about 105 during 1 s of busy exec; the queue fills and schedule() raises RuntimeError), so a
+  scheduler-driven app would freeze between commands. Use a thread; asyncio.run() inside a
+  ``_thread`` thread also keeps running across mpremote sessions (checked by hand).
+- Known race: a Ctrl-C in the microseconds in which REPL code starts or ends is either a character the
+  port discards or a SIGINT with its default action, which ends the process (then booted as from
+  power-on and logged). mpremote's Ctrl-C at connect hits an idle REPL, so it does not meet this.
 """
 import errno
 import fcntl
@@ -42,6 +51,7 @@ import os
 import random
 import select
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -186,6 +196,7 @@ class VirtualBoard:
         self._filter_deadline = 0.0
         self._pending_in = b""    # user input not yet written to the firmware
         self._gate = 0.0          # while non-zero: input held (deadline) until the REPL reads again
+        self._no_reader = False   # output was dropped because nobody read the user's pty
         self._hold = 0.0          # while non-zero: input held (deadline) until the new process is ready
         self._ready = threading.Event()
         self._last_out = b""      # last byte sent to the user (for \n -> \r\n)
@@ -439,7 +450,6 @@ class VirtualBoard:
             return
         if self.crlf:
             data = self._cook(data)
-        deadline = time.monotonic() + 0.5
         while data:
             try:
                 n = os.write(self._user_master, data)
@@ -448,11 +458,24 @@ class VirtualBoard:
             except OSError as e:
                 if e.errno != errno.EAGAIN:
                     raise
-            if time.monotonic() > deadline:
+            if not self._reader_moves(0.02 if self._no_reader else 0.5):
                 # Nobody is reading: drop the stale output, like a UART with nothing attached.
                 termios.tcflush(self._user_slave, termios.TCIFLUSH)
-                deadline = time.monotonic() + 0.5
-            select.select([], [self._user_master], [], 0.05)
+                self._no_reader = True
+
+    def _reader_moves(self, patience):
+        """True as soon as someone takes output from the user's pty, False after `patience` seconds."""
+        queued = self._queued()
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            writable = select.select([], [self._user_master], [], 0.005)[1]
+            if writable or self._queued() < queued:
+                self._no_reader = False
+                return True
+        return False
+
+    def _queued(self):
+        return struct.unpack("i", fcntl.ioctl(self._user_slave, termios.TIOCINQ, b"\0\0\0\0"))[0]
 
     def _cook(self, data):
         # A lone \n becomes \r\n (a chunk may start with the \n of a \r\n split across reads).
