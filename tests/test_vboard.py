@@ -16,7 +16,7 @@ import pytest
 
 from meterctl import cmd_sim
 from meterctl.cli import CliError, main as meterctl_main
-from meterctl.vboard import HARD_RESET_STATUS, VirtualBoard
+from meterctl.vboard import BOOTSTRAP, HARD_RESET_STATUS, SANDBOX_FAILED_STATUS, VirtualBoard
 
 BIN = Path(sys.executable).parent
 MPREMOTE = str(BIN / "mpremote")
@@ -292,3 +292,20 @@ def test_unread_output_never_stalls_the_firmware(tmp_path):
         wait_for(lambda: (d / "done").exists(), timeout=30)
         assert (d / "done").read_text() == "3000"
         assert mpremote(vb, "resume", "exec", "print('still', 'answering')").strip() == "still answering"
+
+
+def test_sandbox_failure_never_reaches_a_repl(tmp_path):
+    env = dict(os.environ, UMETER_VB_DIR=str(tmp_path / "missing"), MICROPYPATH=".frozen")
+    proc = subprocess.run([str(BIN / "micropython"), str(BOOTSTRAP)], input="print('RE' + 'PL')\n",
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == SANDBOX_FAILED_STATUS
+    assert "REPL" not in proc.stdout and "OSError" in proc.stdout + proc.stderr
+
+
+def test_crash_loop_stops_rebooting(tmp_path):
+    d = tmp_path / "crashy"
+    d.mkdir()
+    (d / "main.py").write_text("import sys\nsys.exit(3)\n")
+    with VirtualBoard(d) as vb:
+        wait_for(lambda: vb.error)
+        assert "crash loop" in vb.error and vb.boots == 5 and vb.last_exit == 3

@@ -120,8 +120,9 @@ def run_interactive(args, out=None):
         if display is not None:
             display(board)
         else:
-            while True:
-                time.sleep(3600)
+            while board.error is None:
+                time.sleep(0.2)
+            raise CliError(board.error)
     except KeyboardInterrupt:
         pass
     finally:

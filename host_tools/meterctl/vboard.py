@@ -7,7 +7,7 @@ USB serial port, so ``mpremote connect /dev/pts/N ...`` and meterctl work agains
         vb.restart()                                     # a clean hard reset (power-on boot)
 
 How it works:
-- The firmware process is ``micropython -X heapsize=H -i host_tools/sim/boardfs.py`` with MICROPYPATH =
+- The firmware process is ``micropython -X heapsize=H host_tools/sim/boardfs.py`` with MICROPYPATH =
   .frozen:<repo>/firmware:<repo>/host_tools:<repo>/boards/sim, cwd = the board directory. boardfs.py
   mounts the board directory as ``/`` (``vfs.VfsPosix``), the source trees read-only at ``/.hostN``,
   runs main.py and falls through to the REPL. The board directory is the board's flash: it survives
@@ -63,6 +63,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = ROOT / "host_tools" / "sim" / "boardfs.py"
 HARD_RESET_STATUS = 86  # sim/boardfs.py and sim/vbmachine.py use the same value
+SANDBOX_FAILED_STATUS = 87  # sim/boardfs.py could not mount the board directory as /
+CRASH_LOOP = 5           # this many boots in a row that end before reaching the REPL: give up
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_PROMPT = b">>> "
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
@@ -117,6 +119,7 @@ class VirtualBoard:
         self.boots = 0            # firmware processes started so far
         self.last_exit = None     # exit status of the previous firmware process
         self.error = None         # why the bridge stopped, if it failed
+        self._early_exits = 0     # boots in a row that ended before their REPL came up
         self.pty_path = None
         self._proc = None
         self._thread = None
@@ -203,10 +206,11 @@ class VirtualBoard:
         self._tail = b""          # end of the output so far (a banner may span two reads)
 
     def _command(self):
-        return [self.micropython, "-X", "heapsize=" + self.heapsize, "-i", str(BOOTSTRAP)]
+        return [self.micropython, "-X", "heapsize=" + self.heapsize, str(BOOTSTRAP)]
 
     def _environment(self, run_main):
         env = dict(os.environ)
+        env.pop("MICROPYINSPECT", None)  # boardfs.py sets it once the boot went well
         env.update(self.env)
         dirs = [str(p) for p in self.source_dirs if p.is_dir()]
         env["MICROPYPATH"] = ":".join([".frozen"] + dirs)
@@ -315,6 +319,13 @@ class VirtualBoard:
         self._proc.wait()
         self.last_exit = status = self._proc.returncode
         self._drain_output(forward=True)
+        self._early_exits = 0 if self._ready.is_set() else self._early_exits + 1
+        if status == SANDBOX_FAILED_STATUS or self._early_exits >= CRASH_LOOP:
+            why = "sandbox failed" if status == SANDBOX_FAILED_STATUS else "crash loop"
+            self.error = "firmware %s (exit status %s); not booting again" % (why, status)
+            self.log(self.error)
+            self._stop.set()
+            return
         if status == HARD_RESET_STATUS or (status is not None and status < 0):
             self._pending_in = b""  # a reset board's UART starts empty
         if status == HARD_RESET_STATUS:

@@ -1,4 +1,4 @@
-"""Boot stage of the virtual board: run by the MicroPython unix port as ``micropython -i boardfs.py``.
+"""Boot stage of the virtual board: run by the MicroPython unix port as ``micropython boardfs.py``.
 
 What a real board does at power-on, on the unix port (host side: meterctl/vboard.py):
 1. Sandbox: the board directory (the board's internal filesystem) becomes ``/`` through
@@ -12,7 +12,9 @@ What a real board does at power-on, on the unix port (host side: meterctl/vboard
    (a soft reset from the raw REPL skips main.py on real ports too). An exception in it is printed
    and the REPL starts anyway. For a meter that keeps running while mpremote talks to the REPL,
    main.py starts its loop with ``_thread.start_new_thread`` and returns.
-4. Then the unix port's REPL starts (``-i``), speaking the friendly and raw REPL on the pty.
+4. Then the unix port's REPL starts (MICROPYINSPECT, set at the end: unlike ``-i`` it lets a
+   SystemExit from main.py or from a failed sandbox end the process with its status, which the host
+   treats as a soft reset, or as fatal for SANDBOX_FAILED_STATUS).
 
 Environment (set by the host): UMETER_VB_DIR (board directory, required for the sandbox), UMETER_VB_PATH
 (colon-separated host source trees to mount, in import order),
@@ -21,6 +23,7 @@ UMETER_VB_NO_SANDBOX=1 (keep the host filesystem, for debugging). MicroPython on
 """
 
 HARD_RESET_STATUS = 86
+SANDBOX_FAILED_STATUS = 87  # the host reports it and does not boot again
 
 
 def _host_dirs():
@@ -80,7 +83,12 @@ def boot():
         with open(custom) as f:
             main_src = f.read()
     if board_dir and not os.getenv("UMETER_VB_NO_SANDBOX"):
-        _sandbox(board_dir)
+        try:
+            _sandbox(board_dir)
+        except Exception as e:  # never fall through to a REPL that writes to the host's files
+            import sys
+            sys.print_exception(e)
+            sys.exit(SANDBOX_FAILED_STATUS)
     _install_machine_reset()
     if os.getenv("UMETER_VB_SKIP_MAIN"):
         return None
@@ -103,5 +111,8 @@ if __name__ == "__main__":
             import sys as _umeter_vb_sys
             _umeter_vb_sys.print_exception(_umeter_vb_exc)
             del _umeter_vb_sys, _umeter_vb_exc
+    import os as _umeter_vb_os
+    _umeter_vb_os.putenv("MICROPYINSPECT", "1")  # read by the port when this script ends: start the REPL
+    del _umeter_vb_os
     del _umeter_vb_code, boot, _sandbox, _install_machine_reset, _default_main, _exists, _host_dirs
-    del HARD_RESET_STATUS
+    del HARD_RESET_STATUS, SANDBOX_FAILED_STATUS
