@@ -469,7 +469,7 @@ class VirtualBoard:
             except OSError as e:
                 if e.errno != errno.EAGAIN:
                     raise
-            if not self._reader_moves(0.02 if self._no_reader else 0.5):
+            if not self._reader_moves(0.1 if self._no_reader else 0.5):
                 # Nobody is reading: drop the stale output, like a UART with nothing attached.
                 termios.tcflush(self._user_slave, termios.TCIFLUSH)
                 self._no_reader = True
