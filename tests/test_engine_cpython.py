@@ -77,8 +77,9 @@ def test_div_round_is_round_half_up(num, sh, n):
 def test_fixed_point_coefficients(coefs):
     ints, sh = E._fixed(coefs)
     big = max(abs(c) for c in coefs)
+    unit = Fraction(1) / Fraction(2) ** sh
     for c, m in zip(coefs, ints):
-        assert abs(m / 2.0 ** sh - c) <= 2.0 ** -sh  # within one unit of the scale
+        assert abs(m * unit - Fraction(c)) <= unit / 2  # rounded to the nearest unit of the scale
     if big:
         assert 2 ** 29 <= max(abs(m) for m in ints) <= 2 ** 30  # the largest keeps ~30 bits
 

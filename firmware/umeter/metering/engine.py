@@ -63,8 +63,7 @@ def _fixed(coefs):
     if e == -1074:
         return [0] * len(coefs), 0
     sh = 30 - e
-    scale = 2.0 ** sh
-    return [int(math.floor(c * scale + 0.5)) for c in coefs], sh
+    return [int(math.floor(math.ldexp(c, sh) + 0.5)) for c in coefs], sh
 
 
 def _div_round(num, sh, n):
