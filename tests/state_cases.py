@@ -23,7 +23,7 @@ class RamDev:
     def read(self, addr, n):
         assert 0 <= addr and addr + n <= self.size
         self.bytes_read += n
-        return bytes(self.mem[addr:addr + n])
+        return bytes(memoryview(self.mem)[addr:addr + n])     # one copy: the returned value
 
     def readinto(self, addr, buf):
         n = len(buf)
@@ -43,8 +43,7 @@ class RamDev:
 
     def erase_sector(self, addr):
         assert addr % self.sector_size == 0
-        for i in range(addr, addr + self.sector_size):
-            self.mem[i] = 0xFF
+        self.mem[addr:addr + self.sector_size] = b"\xff" * self.sector_size
 
 
 def clone(flash):

@@ -1,4 +1,4 @@
-"""Power-cut torture of State under CPython: 3,000 cuts with torn programs and torn erases.
+"""Power-cut torture of State under CPython: 4,000 cuts with torn programs and torn erases.
 
 Each round cuts power at a random program/erase (inside puts, deletes, automatic and explicit
 compactions), remounts and checks every key against the acknowledged operations (sim/state_torture.py).
@@ -9,10 +9,10 @@ from umeter.store.state import State
 
 CONFIGS = [
     # (cuts, seed, geometry)
-    (800, 1, dict(sectors=2)),
-    (800, 2, dict(sectors=3, max_ops=200)),
-    (700, 3, dict(sectors=4, nkeys=30)),
-    (700, 4, dict(sectors=5, sector_size=1024, nkeys=8, max_ops=40)),
+    (1000, 1, dict(sectors=2)),
+    (1000, 2, dict(sectors=3, max_ops=200)),
+    (1000, 3, dict(sectors=4, nkeys=30)),
+    (1000, 4, dict(sectors=5, sector_size=1024, nkeys=8, max_ops=40)),
 ]
 
 
@@ -60,3 +60,12 @@ def test_torture_catches_a_broken_store(monkeypatch, mutant, field):
     monkeypatch.setattr(state_torture, "State", mutant)
     r = state_torture.run(60, seed=9)
     assert r[field] > 0
+
+
+def test_meterctl_torture_state_entry_point():
+    from meterctl import torture_state
+
+    seen = []
+    r = torture_state.run(120, seed=5, progress=seen.append)
+    assert r["cuts"] == 120 and r["lost"] == 0 and r["corrupt"] == 0
+    assert r["seconds"] >= 0 and seen and seen[-1]["cuts"] <= 120

@@ -107,7 +107,7 @@ class StateTorture:
             n = 201 + self.rng.below(400)
         else:
             n = 601 + self.rng.below(vmax - 600)
-        return self.rng.fill(n)
+        return self.rng.fill(min(n, vmax))      # small sectors have a smaller maximum
 
     def round(self):
         """One cut (at most): operations until the flash tears, then remount and check."""
@@ -148,7 +148,7 @@ class StateTorture:
                     self.model.pop(kb, None)
                     r["deletes"] += 1
                 elif op < 98:
-                    inflight = ("compact",)
+                    inflight = (None, None, None)      # a compaction changes no value
                     self.state.compact()
                     r["compactions"] += 1
                 else:
@@ -176,7 +176,7 @@ class StateTorture:
             kb = self.kb(key)
             got = st.get(kb)
             exp = model.get(kb)
-            if inflight is not None and inflight[0] == kb:
+            if inflight is not None and inflight[0] is not None and inflight[0] == kb:
                 if got == inflight[1] or got == inflight[2]:
                     if got is None:
                         model.pop(kb, None)

@@ -15,7 +15,11 @@ Keys are 1..32 bytes (str keys are stored UTF-8 encoded and come back as bytes);
 """
 import binascii
 
-from micropython import const
+try:
+    from micropython import const
+except ImportError:          # plain CPython (host tools): const is only an optimisation hint
+    def const(x):
+        return x
 
 from .errors import StoreError
 
@@ -58,6 +62,10 @@ def _set32(b, o, v):
 
 
 def _key_bytes(key):
+    if type(key) is bytes:              # the allocation-free path: no tuple built for isinstance
+        if not 0 < len(key) <= MAX_KEY:
+            raise ValueError("key must be 1..%d bytes" % MAX_KEY)
+        return key
     if isinstance(key, str):
         key = key.encode()
     elif isinstance(key, (bytearray, memoryview)):
@@ -325,7 +333,10 @@ class State:
         sb = self._sb
         if binascii.crc32(self._sb12) != _u32(sb, 12) or sb[6] != 0xFF or sb[7] != 0xFF:
             return False
-        typ, klen, vlen, d = sb[0], sb[1], _u16(sb, 2), _u16(sb, 4)
+        typ = sb[0]
+        klen = sb[1]
+        vlen = _u16(sb, 2)
+        d = _u16(sb, 4)
         if typ == _T_DEL:
             if vlen:
                 return False
