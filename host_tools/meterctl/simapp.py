@@ -13,6 +13,7 @@ from meterctl.vboard import ROOT, find_micropython
 
 RUNNER = ROOT / "host_tools" / "sim" / "run_meter.py"
 HEADLESS_HEAP = "24M"
+SIM_IMAGE_SIZE = 2 * 1024 * 1024
 
 
 def micropath():
@@ -20,28 +21,45 @@ def micropath():
     return ":".join([".frozen"] + [str(d) for d in dirs])
 
 
+def headless_command(image, scenario_text, seconds, progress_s=60, checkpoint_s=None, workdir="."):
+    """(argv, env) that run the firmware headless on the unix port (also used by the tests)."""
+    env = dict(os.environ, MICROPYPATH=micropath(), UMETER_BOARD_DIR=str(workdir),
+               UMETER_FLASH_IMAGE=str(image), UMETER_KEYS_DIR=str(image) + ".keys",
+               UMETER_SIM_SCENARIO_JSON=scenario_text, UMETER_SIM_SPEED="0")
+    if checkpoint_s is not None:
+        env["UMETER_CHECKPOINT_S"] = str(checkpoint_s)
+    cmd = [find_micropython(), "-X", "heapsize=" + HEADLESS_HEAP, str(RUNNER), str(seconds), str(progress_s)]
+    return cmd, env
+
+
 def run_headless(args):
     """`meterctl sim run`: N simulated seconds of the real firmware as fast as the host allows."""
     scenario = Path(args.scenario).read_text()
     with tempfile.TemporaryDirectory(prefix="umeter-sim-") as tmp:
         image = Path(args.image) if args.image else Path(tmp) / "flash.img"
-        if image.exists() and image.stat().st_size != 2 * 1024 * 1024:
-            raise CliError("image %s is %d bytes; the sim board's W25Q16JV image is 2097152"
-                           % (image, image.stat().st_size))
+        if image.exists() and image.stat().st_size != SIM_IMAGE_SIZE:
+            raise CliError("image %s is %d bytes; the sim board's W25Q16JV image is %d"
+                           % (image, image.stat().st_size, SIM_IMAGE_SIZE))
         image.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, MICROPYPATH=micropath(), UMETER_BOARD_DIR=tmp,
-                   UMETER_FLASH_IMAGE=str(image), UMETER_KEYS_DIR=str(image) + ".keys",
-                   UMETER_SIM_SCENARIO_JSON=scenario, UMETER_SIM_SPEED="0")
-        cmd = [find_micropython(), "-X", "heapsize=" + HEADLESS_HEAP, str(RUNNER), str(args.seconds)]
-        proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
-    for line in proc.stderr.splitlines():
-        if line.startswith("sim: "):
-            print(line, file=sys.stderr)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        cmd, env = headless_command(image, scenario, args.seconds, workdir=tmp)
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        result = None
+        for line in proc.stdout:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if obj.get("event") == "progress":
+                print("sim: %d/%g simulated s, %.3f Wh imported"
+                      % (obj["t_s"], args.seconds, obj["registers_wh"]["1.8.0"]), file=sys.stderr)
+            elif "event" not in obj:
+                result = obj
+        err = proc.stderr.read()
+        proc.wait()
+    if proc.returncode != 0 or result is None:
+        detail = (err.strip().splitlines() or ["no output"])[-1]
         raise CliError("the firmware stopped: %s" % detail)
-    result = json.loads(lines[-1])
     if args.json:
         print(json.dumps(result))
     else:
