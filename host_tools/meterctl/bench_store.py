@@ -1,0 +1,70 @@
+"""`make bench-store`: our Journal vs MicroPython's littlefs (vfs.VfsLfs2) on a simulated W25Q16JV.
+
+Both run in one MicroPython unix-port process (sim/store_bench.py) on the NOR simulator: 64-byte
+records, each durable before the next. Printed: flash bytes programmed per payload byte, sector
+erases per 1,000 records, erase count max/mean, modelled busy time per record (datasheet typical),
+bytes read by mount, projected years until the first sector reaches 100,000 erases at one record
+per second; and mount cost of a full 16 MiB W25Q128JV journal. Figures only, nothing asserted.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
+
+ROWS = [
+    ("prog_per_payload_byte", "flash bytes programmed per payload byte", "%.3f", "<= 1.25"),
+    ("erases_per_1000", "sector erases per 1,000 records", "%.1f", "<= 22"),
+    ("erase_max_over_mean", "erase count max/mean over the region", "%.3f", "<= 1.1"),
+    ("busy_us_per_record", "modelled flash busy time per record (us)", "%.0f", ""),
+    ("mount_bytes_read", "bytes read by mount", "%d", ""),
+    ("years_to_100k", "years until a sector hits 100k erases @1 rec/s", "%.1f", ">= 20"),
+]
+
+
+def run_port(records, lfs_records):
+    code = "import sim.store_bench as b; b.main(%d, %d)" % (records, lfs_records)
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join([".frozen", str(ROOT / "firmware"), str(ROOT / "host_tools")])
+    proc = subprocess.run([MICROPYTHON, "-X", "heapsize=96M", "-c", code], capture_output=True, text=True,
+                          env=env)
+    if proc.returncode != 0:
+        raise RuntimeError("unix-port bench failed:\n" + proc.stdout + proc.stderr)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {d["name"]: d for d in lines}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m meterctl.bench store", description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=200000, help="journal records measured (after warm-up)")
+    ap.add_argument("--lfs-records", type=int, default=5000, help="littlefs records measured")
+    args = ap.parse_args(argv)
+    print("store bench: W25Q16JV 2 MiB (NOR simulator, datasheet typical timing), 64-byte records, "
+          "durable per record, unix port")
+    r = run_port(args.records, args.lfs_records)
+    ours, lfs = r["journal"], r["littlefs"]
+    print("journal: %d records measured after %d warm-up (%.1f ring passes); littlefs: %d after %d"
+          % (ours["records"], ours["warmup_records"], ours["ring_passes"], lfs["records"],
+             lfs["warmup_records"]))
+    print("%-50s %12s %12s %10s  %s" % ("figure", "journal", "littlefs", "ours/lfs", "target"))
+    for key, label, fmt, target in ROWS:
+        a, b = ours[key], lfs[key]
+        ratio = "%.4f" % (a / b) if b else "-"
+        print("%-50s %12s %12s %10s  %s" % (label, fmt % a, fmt % b, ratio, target))
+    print("%-50s %12.1f %12.1f" % ("host time per append (us, unix port)", ours["host_us_per_append"],
+                                    lfs["host_us_per_append"]))
+    print("journal capacity: %d records of 64 bytes guaranteed (%d retained now)"
+          % (ours["capacity_records"], ours["retained_records"]))
+    big = r["journal_16mib"]
+    print("W25Q128JV 16 MiB full journal (%d sectors, %d records): mount read %d bytes (%.1f KiB, "
+          "target <= 64 KiB), host time %.1f ms" % (big["sectors"], big["records"], big["mount_bytes_read"],
+                                 big["mount_bytes_read"] / 1024, big["mount_host_ms"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
