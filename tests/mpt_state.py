@@ -44,6 +44,10 @@ def test_corruption_and_bit_flips():
     assert state_cases.check_bit_flips(ram, 12) >= 1
 
 
+def test_on_spi_nor_driver():
+    state_cases.check_on_spi_nor_driver()
+
+
 def test_format_cut_never_resurrects():
     state_cases.check_format_cut_never_resurrects()
 

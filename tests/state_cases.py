@@ -329,3 +329,24 @@ def check_worn_sector_skipped():
         else:
             assert st.get(k) == model[k]
     assert len(st) >= len(model) - 1
+
+
+def check_on_spi_nor_driver():
+    """The real driver (umeter.hal.spi_nor over the SPI-level simulator), through a partition Region."""
+    from sim.spi import SpiNorSim
+    from umeter.hal.spi_nor import SpiNor
+
+    sim = SpiNorSim("W25Q16JV")
+
+    def attach():
+        return Region(SpiNor(sim.spi, sim.cs, sleep_us=sim.sleep_us, ticks_us=sim.ticks_us),
+                      1024 * 1024, 4 * 4096)
+
+    st = State(attach())
+    model = fill(st, Rng(12), 150)
+    assert st.stats()["compactions"] >= 2
+    again = State(attach())
+    assert {k: again.get(k) for k in again.keys()} == model
+    # Nothing outside the partition was touched.
+    assert sim.flash.read(1024 * 1024 - 4096, 4096) == b"\xff" * 4096
+    assert sim.flash.read(1024 * 1024 + 4 * 4096, 4096) == b"\xff" * 4096

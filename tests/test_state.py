@@ -62,3 +62,7 @@ def test_format_cut_never_resurrects():
 
 def test_worn_sector_skipped():
     state_cases.check_worn_sector_skipped()
+
+
+def test_on_spi_nor_driver():
+    state_cases.check_on_spi_nor_driver()

@@ -439,6 +439,8 @@ class State:
             if off < 0:
                 continue                          # corrupt since mount: counted, dropped
             klen, vlen, crc = len(key), p & _VMASK, _u32(sb, 8)
+            if d + klen + vlen > s - _SLOT:
+                raise StoreError("live entries exceed a sector")   # the capacity check makes this unreachable
             if self._copy(src + off, tb + d, klen + vlen) != crc:
                 self._corrupt += 1                # source went bad: drop it, its copy stays unreferenced
                 d += klen + vlen
@@ -467,6 +469,8 @@ class State:
             d += dlen
         # Commit: header copy A makes the sector valid and newest; copy B only guards against bit flips.
         if not _write_header(dev, tb, self._hb, self._log2, self._n, gen, self._counts[t]):
+            # Make sure this sector can never also claim generation `gen` next to the one we move on to.
+            _program_split(dev, tb, bytes(2 * _HDR))
             return False
         self._act, self._gen, self._base = t, gen, tb
         self._index, self._live = index, live
