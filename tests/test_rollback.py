@@ -132,3 +132,20 @@ def test_checkpoint_moves_forward_only_unless_after_tamper():
         rollback.checkpoint(ks, 11, b"c" * 16)
     rollback.checkpoint(ks, 3, b"d" * 16, after_tamper=True)
     assert ks.mark() == (3, b"d" * 16)
+
+
+def test_newest_readable_record_counts_not_the_journals_last_seq():
+    # a journal whose last_seq names a record records() does not yield (seen after torn writes)
+    recs = make(10)
+
+    class Claims(FakeJournal):
+        @property
+        def last_seq(self):
+            return 12
+
+    v = rollback.check(Claims(recs), mark_at(recs, 6), Opener(KEY))
+    assert v.status == rollback.OK and (v.last_seq, v.last_tag) == (10, sealing.tag_of(recs[-1][1]))
+    v = rollback.check(Claims(recs[:5]), mark_at(recs, 6), Opener(KEY))  # nothing at/after the mark
+    assert v.status == rollback.ROLLED_BACK and (v.last_seq, v.last_tag) == (5, sealing.tag_of(recs[4][1]))
+    v = rollback.check(Claims(recs), None, Opener(KEY))
+    assert v.status == rollback.FRESH and v.last_seq == 10

@@ -49,60 +49,64 @@ def _tag_or_none(opener, record):
         return None
 
 
-def _newest(journal, opener):
-    seq, tag = journal.last_seq, None
-    if seq:
-        for s, rec in journal.records(since=seq):
-            seq, tag = s, _tag_or_none(opener, rec)
+def _newest(journal, opener, since):
+    # newest readable record from `since` on: (seq, tag or None), (0, None) if there is none
+    seq, tag = 0, None
+    for s, rec in journal.records(since=since):
+        seq, tag = s, _tag_or_none(opener, rec)
+    return seq, tag
+
+
+def _newest_record(journal, opener):
+    seq, tag = _newest(journal, opener, journal.last_seq) if journal.last_seq else (0, None)
+    if seq == 0:  # last_seq names no readable record: walk everything (boot after tamper only)
+        seq, tag = _newest(journal, opener, 0)
     return seq, tag
 
 
 def check(journal, mark, opener):
     """Compare the high-water mark (None or (seq, tag)) with the journal. Walks only the records from
-    the mark to the newest, verifying their seals and chain with `opener` (reset first)."""
+    the mark to the newest, verifying their seals and chain with `opener` (reset first). The newest
+    record is the newest one records() yields (journal.last_seq is only used to spot a rollback early)."""
     if mark is None:
-        seq, tag = _newest(journal, opener)
+        seq, tag = _newest_record(journal, opener)
         return Verdict(FRESH, "no high-water mark yet", 0, seq, tag)
     mseq, mtag = mark
-    flash_seq = journal.last_seq
-    if flash_seq < mseq:
-        seq, tag = _newest(journal, opener)
-        if flash_seq == 0:
-            reason = "external flash holds no records, high-water mark is seq %d" % mseq
-        else:
-            reason = ("newest record on flash is seq %d, older than the high-water mark seq %d"
-                      % (flash_seq, mseq))
-        return Verdict(ROLLED_BACK, reason, mseq, seq, tag)
-    opener.reset()
-    problem = None
-    seen = False
-    last_seq, last_tag = 0, None
-    for seq, rec in journal.records(since=mseq):
-        last_seq, last_tag = seq, _tag_or_none(opener, rec)
-        if problem is not None:
-            continue  # keep walking only to find the newest record
-        if not seen:
-            seen = True
-            if seq != mseq:
-                problem = "the record at the high-water mark (seq %d) is missing" % mseq
-            elif last_tag != bytes(mtag):
-                problem = "the record at the high-water mark (seq %d) was replaced" % mseq
-            else:
-                opener.trust(seq, mtag)
-            continue
-        try:
-            if not opener.verify(seq, rec):
-                problem = "seq %d could not be verified" % seq
-        except SealError as e:
-            problem = "after the high-water mark: %s" % e
-    if not seen:
-        problem = "no record at or after the high-water mark (seq %d)" % mseq
-    elif problem is None and last_seq != flash_seq:
-        problem = "journal reports newest seq %d but the records end at seq %d" % (flash_seq, last_seq)
-    if problem is not None:
-        return Verdict(CHAIN_BROKEN, problem, mseq, last_seq, last_tag)
-    return Verdict(OK, "flash reaches the high-water mark (seq %d), chain verified to seq %d"
-                   % (mseq, last_seq), mseq, last_seq, opener.last_tag)
+    if journal.last_seq >= mseq:
+        opener.reset()
+        problem = None
+        seen = False
+        last_seq, last_tag = 0, None
+        for seq, rec in journal.records(since=mseq):
+            last_seq, last_tag = seq, _tag_or_none(opener, rec)
+            if problem is not None:
+                continue  # keep walking only to find the newest record
+            if not seen:
+                seen = True
+                if seq != mseq:
+                    problem = "the record at the high-water mark (seq %d) is missing" % mseq
+                elif last_tag != bytes(mtag):
+                    problem = "the record at the high-water mark (seq %d) was replaced" % mseq
+                else:
+                    opener.trust(seq, mtag)
+                continue
+            try:
+                if not opener.verify(seq, rec):
+                    problem = "seq %d could not be verified" % seq
+            except SealError as e:
+                problem = "after the high-water mark: %s" % e
+        if seen:
+            if problem is not None:
+                return Verdict(CHAIN_BROKEN, problem, mseq, last_seq, last_tag)
+            return Verdict(OK, "flash reaches the high-water mark (seq %d), chain verified to seq %d"
+                           % (mseq, last_seq), mseq, last_seq, opener.last_tag)
+    # nothing at or after the mark: the flash is older than the mark
+    seq, tag = _newest_record(journal, opener)
+    if seq == 0:
+        reason = "external flash holds no records, high-water mark is seq %d" % mseq
+    else:
+        reason = "newest record on flash is seq %d, older than the high-water mark seq %d" % (seq, mseq)
+    return Verdict(ROLLED_BACK, reason, mseq, seq, tag)
 
 
 def checkpoint(keystore, seq, tag, after_tamper=False):
