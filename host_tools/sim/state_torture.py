@@ -14,6 +14,7 @@ import binascii
 
 from sim.nor import NorFlash, PowerCut
 from umeter.store.region import Region
+from umeter.store.errors import StoreError
 from umeter.store.state import State, StateFull
 
 
@@ -166,7 +167,10 @@ class StateTorture:
             if self.dev.erases > erases0:
                 r["cuts_in_compaction"] += 1
         self.flash.power_on()
-        self.state = State(self.dev)
+        try:
+            self.state = State(self.dev)
+        except StoreError as e:            # mount must always succeed after a cut
+            raise AssertionError("remount after cut %d failed: %s" % (r["cuts"], e))
         r["corrupt_skipped"] += self.state.stats()["corrupt_skipped"]
         self.check(inflight)
 
