@@ -35,7 +35,8 @@ def register(subparsers):
     p.add_argument("--seed", type=int, help="random seed for the power-cut times")
     p.add_argument("--no-display", action="store_true", help="print event lines instead of the live display")
     p.add_argument("--main", type=Path, help="run this host script instead of the board's main.py")
-    p.add_argument("--heapsize", default="4M", help="MicroPython heap (default: 4M)")
+    p.add_argument("--heapsize", default="24M",
+                   help="MicroPython heap (default: 24M; the flash image lives in it)")
     p.set_defaults(func=run_interactive)
 
     sub = p.add_subparsers(dest="sim_command", metavar="{run}")

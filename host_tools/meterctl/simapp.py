@@ -79,6 +79,7 @@ def display(board, stop=None, out=None, interval=1.0):
     """`make sim`: redraw the live display every second from the board's status.json until stopped."""
     out = out or sys.stdout
     header = "umeter virtual board: mpremote connect %s    (Ctrl-C stops)" % board.pty_path
+    (Path(board.board_dir) / "status.json").unlink(missing_ok=True)  # never show a previous run's figures
     while stop is None or not stop.is_set():
         status = read_status(board.board_dir)
         if status is not None:
