@@ -44,8 +44,12 @@ class Meter:
         self._open_stores()
         self._open_crypto()
         self.src = board.sampler()
-        kw = dict(getattr(board, "ENGINE", {}))
-        self.engine = Engine.for_source(self.src, calib=getattr(board, "CALIBRATION", None), **kw)
+        make_engine = getattr(board, "engine", None)  # boards with a metering IC bring their own
+        if make_engine is not None:
+            self.engine = make_engine(self.src)
+        else:
+            kw = dict(getattr(board, "ENGINE", {}))
+            self.engine = Engine.for_source(self.src, calib=getattr(board, "CALIBRATION", None), **kw)
         self._restore_registers()
         self.cp_every = int(getattr(board, "CHECKPOINT_S", 60)) * self.src.rate_hz
         self._next_cp = self.engine.t + self.cp_every
@@ -54,7 +58,6 @@ class Meter:
         self.event(records.EV_BOOT, boots, SOFTWARE_ID)
         if self.tamper:
             self.event(records.EV_TAMPER, self.tamper["mark_seq"], self.tamper["reason"])
-            self.event(records.EV_KEY_EPOCH, self.keystore.epoch)
         self.power_fail_wired = board.power_fail(self._power_fail_irq)
         self.src.start()
 
@@ -81,11 +84,12 @@ class Meter:
             return
         verdict = rollback.check(self.journal, ks.mark(), Opener(ks))
         if verdict.tamper:
-            # The flash's sequence numbers may restart below ones already used: new key epoch, so no
-            # (key, nonce) pair is ever reused.
             self.tamper = verdict.as_dict()
-            ks.rotate()
             self._mark_reset = True
+        # A new key epoch at every boot: the flash may have been rolled back to a point after the last
+        # high-water mark (undetectable), and its next seqs were then already used as nonces. One small
+        # internal-flash write per boot; epochs last 2**32 boots.
+        ks.rotate()
         self.sealer = Sealer(ks, ks.epoch)
         self.sealer.resume(verdict.last_seq, verdict.last_tag)
 

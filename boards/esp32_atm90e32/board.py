@@ -1,0 +1,87 @@
+"""Board `esp32_atm90e32`: ESP32 with an ATM90E32 metering IC (as on common ESP32 energy-meter boards)
+and a W25Q SPI NOR on a second bus (the IC needs SPI mode 3, the flash mode 0).
+
+Wiring: ATM90E32 on VSPI (SPI id 2): SCK GPIO18, MOSI GPIO23, MISO GPIO19, CS GPIO5.
+W25Q on HSPI (SPI id 1): SCK GPIO14, MOSI GPIO13, MISO GPIO27, CS GPIO26 (GPIO12/15 are boot
+strapping pins, so they are avoided). Keys in esp32.NVS.
+"""
+from machine import SPI, WDT, Pin, Timer
+
+import micropython
+
+NAME = "esp32_atm90e32"
+ARCH = "xtensawin"
+PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
+CHECKPOINT_S = 60
+ENGINE = {}
+CALIBRATION = {}           # ATM90E32 gains/offsets: Atm90e32.set_calibration (see its docstring)
+POWER_FAIL_PIN = None
+WDT_TIMEOUT_MS = 8000
+LINE_HZ = 50
+METER_CONSTANT = 3200      # MC, imp/kWh, sets the chip's energy scaling
+
+
+def flash():
+    from umeter.hal.spi_nor import SpiNor
+
+    spi = SPI(1, baudrate=20000000, polarity=0, phase=0, sck=Pin(14), mosi=Pin(13), miso=Pin(27))
+    return SpiNor(spi, Pin(26, Pin.OUT, value=1))
+
+
+_chip = None
+
+
+def metering_ic():
+    global _chip
+    if _chip is None:
+        from umeter.hal.atm90e32 import Atm90e32
+
+        spi = SPI(2, baudrate=1000000, polarity=1, phase=1, sck=Pin(18), mosi=Pin(23), miso=Pin(19))
+        _chip = Atm90e32(spi, Pin(5, Pin.OUT, value=1), phases=(0,), line_hz=LINE_HZ, mc=METER_CONSTANT)
+        _chip.configure()
+    return _chip
+
+
+def sampler():
+    from umeter.metering.ic_engine import IcTicker
+
+    return IcTicker()
+
+
+def engine(src):
+    from umeter.metering.ic_engine import IcEngine
+
+    return IcEngine(metering_ic(), phase=0)
+
+
+def keystore():
+    from umeter.hal.keystore_esp32 import open_keystore
+
+    return open_keystore()
+
+
+def watchdog():
+    return WDT(timeout=WDT_TIMEOUT_MS)
+
+
+def power_fail(callback):
+    if POWER_FAIL_PIN is None:
+        return False
+    Pin(POWER_FAIL_PIN, Pin.IN, Pin.PULL_UP).irq(callback, Pin.IRQ_FALLING)
+    return True
+
+
+def start_background(step):
+    def tick(_t):
+        try:
+            micropython.schedule(_drain, step)
+        except RuntimeError:
+            pass
+
+    Timer(0).init(period=100, mode=Timer.PERIODIC, callback=tick)
+
+
+def _drain(step):
+    for _ in range(4):
+        if not step():
+            break
