@@ -1,0 +1,90 @@
+"""``meterctl deploy --board B --port P [--no-compile]``: compile the firmware for the board's architecture,
+install it with board.py over the serial REPL and verify every file by SHA-256 on the device
+(meterctl/deploy.py). Progress on stderr, a summary on stdout."""
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from meterctl import boards, deploy
+from meterctl.remote import DEFAULT_TIMEOUT, Remote, check_port
+
+
+def register(subparsers):
+    p = subparsers.add_parser("deploy", help="compile and install the firmware on a board, verified by hash",
+                              description="Compile the firmware with mpy-cross for the board's architecture "
+                                          "(main.py stays source), copy it and boards/B/board.py over the "
+                                          "serial REPL (no soft reset) and verify every file by SHA-256 on "
+                                          "the device. Works on real ports and on the virtual board's pty.")
+    p.add_argument("--board", help="board name (a directory under boards/)")
+    p.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0, /dev/ttyACM0, or the virtual board's pty")
+    p.add_argument("--no-compile", action="store_true", help="install .py sources instead of .mpy")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="seconds to wait for the device to answer (default: %g)" % DEFAULT_TIMEOUT)
+    p.add_argument("--source", type=Path, default=deploy.FIRMWARE_DIR,
+                   help="firmware tree to install (default: firmware/ in the repository)")
+    p.add_argument("--boards-dir", type=Path, default=None,
+                   help="where board definitions live (default: boards/ in the repository)")
+    p.set_defaults(func=run)
+
+
+class BarProgress(deploy.Progress):
+    """files done / total and bytes on stderr: a redrawn bar on a terminal, a line per file otherwise."""
+
+    WIDTH = 24
+
+    def __init__(self, out=None):
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.files = self.total_files = self.nbytes = self.total_bytes = 0
+        self._drawn = 0.0
+
+    def start(self, files, nbytes, unchanged):
+        self.total_files, self.total_bytes, self.files = files, nbytes, unchanged
+        if not self.tty:
+            self.out.write("deploy: %d files, %d unchanged, %.1f KB to copy\n"
+                           % (files, unchanged, nbytes / 1024))
+        self._draw(force=True)
+
+    def advance(self, nbytes=0, files=0, name=None):
+        self.nbytes += nbytes
+        self.files += files
+        if files and not self.tty:
+            self.out.write("  %d/%d %s\n" % (self.files, self.total_files, name))
+        self._draw(force=bool(files))
+
+    def finish(self):
+        if self.tty:
+            self._draw(force=True)
+            self.out.write("\n")
+        self.out.flush()
+
+    def _draw(self, force=False):
+        if not self.tty or (not force and time.monotonic() - self._drawn < 0.1):
+            return
+        self._drawn = time.monotonic()
+        frac = self.nbytes / self.total_bytes if self.total_bytes else 1.0
+        fill = int(round(frac * self.WIDTH))
+        self.out.write("\r  [%s%s] %d/%d files  %.1f/%.1f KB " % (
+            "#" * fill, "." * (self.WIDTH - fill), self.files, self.total_files,
+            self.nbytes / 1024, self.total_bytes / 1024))
+        self.out.flush()
+
+
+def run(args, out=None):
+    out = out or sys.stdout
+    board = boards.get(args.board, args.boards_dir)
+    check_port(args.port)
+    with tempfile.TemporaryDirectory(prefix="umeter-build-") as build_dir:
+        items = deploy.build(board, build_dir, args.source, compile=not args.no_compile)
+        with Remote(args.port, timeout=args.timeout) as dev:
+            summary = deploy.sync(dev, items, BarProgress())
+    kind = "source" if not board.arch or args.no_compile else "mpy-cross -march=%s" % board.arch
+    removed = summary["removed"]
+    print("deployed board %s to %s (%s): %d files, %d copied (%.1f KB), %d unchanged, %d stale removed%s; "
+          "all %d verified by SHA-256 on the device"
+          % (board.name, args.port, kind, summary["files"], summary["uploaded"], summary["bytes"] / 1024,
+             summary["unchanged"], len(removed), " (%s)" % ", ".join(removed) if removed else "",
+             summary["verified"]), file=out)
+    print("restart the board to run it (e.g. `mpremote connect %s reset`)" % args.port, file=out)
+    return 0
