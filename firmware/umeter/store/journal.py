@@ -56,6 +56,10 @@ def _put_le(buf, at, value, n):
         buf[at + k] = (value >> (8 * k)) & 0xFF
 
 
+def _get_le48(buf, at):
+    return _get_le32(buf, at) | (buf[at + 4] << 32) | (buf[at + 5] << 40)
+
+
 def _get_le32(buf, at):
     return buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16) | (buf[at + 3] << 24)
 
@@ -75,6 +79,11 @@ class Journal:
         self._hbv = memoryview(self._hb)
         self._rh = bytearray(REC_HDR)
         self._rhv = memoryview(self._rh)
+        # fixed views, made once: slicing per record would allocate
+        self._rh_sl = self._rhv[1:9]            # seq + length: the CRC's header part
+        self._hb1 = self._hbv[:1]
+        self._hb11 = self._hbv[:11]
+        self._hb15 = self._hbv[:HDR_READ]
         chunk = dev.page_size if dev.page_size <= ss else ss
         self._buf = bytearray(chunk)
         self._bufv = memoryview(self._buf)
@@ -102,7 +111,7 @@ class Journal:
         size = len(bv)
         while n > 0:
             k = n if n < size else size
-            mv = bv[:k]
+            mv = bv if k == size else bv[:k]
             self._rd(addr, mv)
             crc = crc32(mv, crc)
             addr += k
@@ -131,9 +140,9 @@ class Journal:
     def _hdr(self, sec):
         """Read sector sec's header; on _H_VALID sets self._hbase, self._hgap, self._hec."""
         hb = self._hb
-        self._rd(sec * self._ss, self._hbv[:HDR_READ])
-        if hb[0] == FORMAT and crc32(self._hbv[:11]) == _get_le32(hb, 11):
-            self._hbase = int.from_bytes(hb[1:7], "little")
+        self._rd(sec * self._ss, self._hb15)
+        if hb[0] == FORMAT and crc32(self._hb11) == _get_le32(hb, 11):
+            self._hbase = _get_le48(hb, 1)
             w = _get_le32(hb, 7)
             self._hec = w & EC_MASK
             self._hgap = w >> 20
@@ -157,8 +166,8 @@ class Journal:
         hb[0] = FORMAT
         _put_le(hb, 1, base, 6)
         _put_le(hb, 7, (ec if ec < EC_MASK else EC_MASK) | ((gap if gap < GAP_MAX else GAP_MAX) << 20), 4)
-        _put_le(hb, 11, crc32(self._hbv[:11]), 4)
-        self.dev.program(sec * self._ss, self._hbv[:HDR_READ])
+        _put_le(hb, 11, crc32(self._hb11), 4)
+        self.dev.program(sec * self._ss, self._hb15)
         return self._hdr(sec) == _H_VALID and self._hbase == base
 
     def _retire(self, sec):
@@ -182,8 +191,8 @@ class Journal:
         if n < 1 or n > self.max_payload or off + REC_HDR + n > self._ss:
             return _LOST
         self._ln = n
-        self._sq = int.from_bytes(rh[1:7], "little")
-        crc = crc32(self._rhv[1:9])
+        self._sq = _get_le48(rh, 1)
+        crc = crc32(self._rh_sl)
         if with_payload:
             self._pl = self._read(addr + off + REC_HDR, n)
             crc = crc32(self._pl, crc)
@@ -259,7 +268,7 @@ class Journal:
             self.mount_bytes_read = self._reads
             return
         # Claimed successor: its erase had begun, so whatever it still holds is dropped (retention).
-        self._rd(head * ss + CLAIM_AT, self._hbv[:1])
+        self._rd(head * ss + CLAIM_AT, self._hb1)
         self._claimed = self._hb[0] != 0xFF
         if self._claimed:
             v = self._succ(head)
@@ -454,14 +463,14 @@ class Journal:
         _put_le(rh, 1, s, 6)
         rh[7] = n & 0xFF
         rh[8] = n >> 8
-        _put_le(rh, 9, crc32(payload, crc32(self._rhv[1:9])), 4)
+        _put_le(rh, 9, crc32(payload, crc32(self._rh_sl)), 4)
         sec = self._head * self._ss
         addr = sec + self._off + 1            # body first; the commit byte (offset 0) stays 0xFF
         self._program_body(addr, payload, n)
         if self._slot(sec, self._off, False) != _OPEN or self._sq != s or self._ln != n:
             return False
         self.dev.program(addr - 1, _ZERO1)    # the commit: one byte, after the verified body
-        self._rd(addr - 1, self._hbv[:1])
+        self._rd(addr - 1, self._hb1)
         return self._hb[0] == COMMITTED
 
     def _program_body(self, addr, payload, n):
@@ -488,7 +497,7 @@ class Journal:
             if j < k:
                 p0 = done + j - (REC_HDR - 1)
                 bv[j:k] = pv[p0:p0 + k - j]
-            self.dev.program(addr + done, bv[:k])
+            self.dev.program(addr + done, bv if k == len(bv) else bv[:k])
             done += k
 
     # --- reading -------------------------------------------------------------------------------------
@@ -496,24 +505,19 @@ class Journal:
         """Yield (seq, payload) oldest to newest for seq >= since; corrupt slots are skipped and counted."""
         if self._head < 0:
             return
-        st = self._state
-        n = self._n
         ss = self._ss
         self._corrupt = 0
         last = -1
-        order = []
-        for k in range(1, n + 1):
-            i = (self._head + k) % n
-            s = st[i]
-            if s == _LIVE or s == _DAMAGED or s == _WORN:
-                order.append(i)
-        for idx in range(len(order)):
-            sec = order[idx]
-            if since > 0 and idx + 1 < len(order):
-                nxt = order[idx + 1]
+        sec = self._next_live(self._head)
+        for _ in range(self._n):              # at most one lap, whatever the image holds
+            if sec < 0:
+                break
+            nxt = self._next_live(sec) if sec != self._head else -1
+            if since > 0 and nxt >= 0:
                 nb = self._hbase_v if nxt == self._head else (
                     self._hbase if self._hdr(nxt) == _H_VALID else -1)
                 if 0 <= nb <= since:
+                    sec = nxt
                     continue          # every seq in sec is below the next sector's base
             addr = sec * ss
             off = SECTOR_HDR
@@ -534,6 +538,18 @@ class Journal:
                 else:
                     self._corrupt += 1
                 off += REC_HDR + self._ln
+            sec = nxt
+
+    def _next_live(self, sec):
+        """The next sector holding records after sec in ring order (the head is last); -1 past the head."""
+        st = self._state
+        n = self._n
+        for k in range(1, n + 1):
+            i = (sec + k) % n
+            s = st[i]
+            if s == _LIVE or s == _DAMAGED or s == _WORN:
+                return i
+        return -1
 
     @property
     def last_seq(self):
