@@ -45,3 +45,56 @@ def test_power_cut_torture_small_ring():
 
 def test_power_cut_torture_long_runs():
     c.check_torture(200, 12, sectors=12, max_ops=120)
+
+
+class _RamFlash:
+    """A flash device that never allocates, to see what the journal itself allocates."""
+
+    def __init__(self, sectors):
+        self.size = sectors * 4096
+        self.sector_size = 4096
+        self.page_size = 256
+        self.m = bytearray(b"\xff" * self.size)
+
+    def read(self, a, n):
+        return bytes(self.m[a:a + n])
+
+    def readinto(self, a, buf):
+        m = self.m
+        for i in range(len(buf)):
+            buf[i] = m[a + i]
+
+    def program(self, a, d):
+        m = self.m
+        for i in range(len(d)):
+            m[a + i] &= d[i]
+
+    def erase_sector(self, a):
+        m = self.m
+        for i in range(a, a + 4096):
+            m[i] = 0xFF
+
+
+def _alloc_per_append(size):
+    import gc
+
+    from umeter.store import Journal
+    j = Journal(_RamFlash(8))
+    p = bytes(size)
+    for _ in range(3):
+        j.append(p)
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for _ in range(20):
+        j.append(p)
+    used = (gc.mem_alloc() - before) // 20
+    gc.enable()
+    return used
+
+
+def test_append_allocates_no_buffers():
+    # small transient objects only: the same for a 16-byte and a 1,000-byte payload, far below either
+    small = _alloc_per_append(16)
+    big = _alloc_per_append(1000)
+    assert small < 400 and big < 400, (small, big)

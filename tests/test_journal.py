@@ -1,4 +1,4 @@
-"""Journal, regions and the power-cut torture under CPython (shared checks in journal_cases.py)."""
+"""Journal and the power-cut torture under CPython (shared checks in journal_cases.py)."""
 import journal_cases as c
 import pytest
 from sim.nor import NorFlash
@@ -53,14 +53,6 @@ def test_sequence_numbers_never_wrap():
     c.check_sequence_exhaustion()
 
 
-def test_region_view():
-    c.check_region_view()
-
-
-def test_partitions():
-    c.check_partitions()
-
-
 # 2,400 cuts in all: small rings (wrap every few rounds), a larger one with longer runs between cuts.
 @pytest.mark.parametrize("seed,sectors,max_ops,rounds", [
     (1, 8, 16, 700), (2, 10, 24, 700), (3, 16, 60, 500), (4, 12, 200, 500)])
@@ -86,3 +78,10 @@ def test_format_figures_64_byte_records():
     s = f.stats()
     assert s["bytes_programmed"] / (n * 64) <= 1.25
     assert s["erases"] * 1000 / n <= 22
+
+
+def test_torture_cli_prints_cuts_lost_corrupt(capsys):
+    from meterctl import torture
+    assert torture.main(["--cuts", "60", "--sectors", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "journal: cuts 60  lost 0  corrupt 0" in out and "[journal] 60/60 cuts" in out
