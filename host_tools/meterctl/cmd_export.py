@@ -1,0 +1,108 @@
+"""``meterctl export``: verify, decrypt and export a meter's sealed records (engine: meterctl.export).
+
+    meterctl export (--image FILE | --port PORT) (--key KEYFILE | --key-dir DIR) [--format csv|json]
+                    [--out FILE] [--min-seq N] [--board NAME] [--timeout S] [--strict]"""
+import sys
+
+from meterctl import export as ex
+from meterctl.cli import CliError
+
+EPILOG = """\
+columns (CSV header; JSON records use the same keys):
+  seq, key_epoch, type (profile | checkpoint | event | unknown),
+  profile rows:    t_end_s, minutes, flags, 1.8.0 2.8.0 (active energy import/export in the
+                   interval, Wh), 3.8.0 4.8.0 (reactive, varh), 32.3.0 32.5.0 32.6.0 (voltage
+                   min/avg/max, V), 1.6.0 (maximum demand, W)
+  checkpoint rows: t_samples (engine time in samples), 1.8.0 2.8.0 3.8.0 4.8.0 (register totals)
+  event rows:      event, code, arg, text
+
+exit status:
+  0  every record verified (gaps with an intact chain and withheld chain heads are warnings)
+  2  bad input: missing or corrupt image, unreadable key, no port, device not answering
+  3  TAMPER: a seal or the chain failed (altered, deleted, reordered, replayed or spliced
+     records), records missing at the oldest end, or a rollback below the high-water mark
+  4  WRONG KEY: the key opens none of the records of some key epoch
+  5  INCOMPLETE: only with --strict, gaps or unverifiable records
+Nothing is written unless the status is 0 (the output file is replaced atomically).
+Keys are never printed; only their key ids."""
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "export", help="verify and decrypt a meter's sealed records, write CSV or JSON",
+        description="Read the sealed journal from a flash image file or a device over serial, verify every "
+                    "seal and the chain, decrypt and write the records with OBIS-named columns.",
+        epilog=EPILOG, formatter_class=_raw())
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="flash image file (read-only), e.g. from `meterctl sim run --image`")
+    src.add_argument("--port", help="serial port of the device (or the virtual board's pty)")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key", help="device master key file (from `meterctl keys new`)")
+    key.add_argument("--key-dir", help="keystore directory (virtual board: IMG.keys or BOARD_DIR/keys); its "
+                                       "high-water mark is checked too")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default: csv)")
+    p.add_argument("--out", help="output file (default: standard output)")
+    p.add_argument("--min-seq", type=int, metavar="N",
+                   help="expected high-water mark: fail (rollback) if the newest record is older than seq N")
+    p.add_argument("--board", default="sim", help="board whose partition table the image uses (default: sim)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds of device silence that fail (default: 10)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail (status 5) on gaps and unverifiable records")
+    p.set_defaults(func=run)
+
+
+def _raw():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter
+
+
+def _err(msg):
+    print("meterctl export: %s" % msg, file=sys.stderr)
+
+
+def _progress(done, total):
+    if sys.stderr.isatty():
+        print("\rreading records: %d/%d" % (done, total), end="" if done < total else "\n",
+              file=sys.stderr, flush=True)
+    elif done < total:
+        print("reading records: %d/%d" % (done, total), file=sys.stderr)
+
+
+def run(args):
+    if args.min_seq is not None and args.min_seq < 1:
+        raise CliError("--min-seq must be a positive sequence number")
+    if args.out and args.image and _same_file(args.out, args.image):
+        raise CliError("--out must not be the image itself")
+    keys = ex.keys_from_file(args.key) if args.key else ex.keys_from_dir(args.key_dir)
+    if args.image:
+        snap = ex.read_image(args.image, args.board)
+    else:
+        snap = ex.read_device(args.port, timeout=args.timeout, progress=_progress)
+    res = ex.verify(snap, keys, min_seq=args.min_seq)
+    for line in ex.warnings(snap, res):
+        _err("warning: " + line)
+    try:
+        ex.verdict(res, strict=args.strict)
+    except ex.ExportFailure as e:
+        _err(str(e))
+        return e.code
+    text = ex.render(snap, keys, res, args.format)
+    if args.out:
+        ex.write_atomic(args.out, text)
+    else:
+        sys.stdout.write(text)
+    _err("%d record(s) verified and exported (seq %d..%d, key id %s)%s"
+         % (len(res.rows), res.first_seq, res.last_seq, ", ".join(keys.key_ids),
+            " to %s" % args.out if args.out else ""))
+    return 0
+
+
+def _same_file(a, b):
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -1,0 +1,594 @@
+"""`meterctl export` engine: read sealed journal records (flash image file or device), verify every seal
+and the chain (meterctl.sealing), decrypt, decode (umeter.records, engine.decode_profile), and render
+CSV or JSON with OBIS-named columns.
+
+The image is parsed by the firmware's own Journal class (imported through meterctl.mpcompat) over a
+read-only file device: the host reads exactly what the meter reads and never writes to the image.
+From a device, a small script exec'd over serial (DEVICE_SCRIPT) walks the journal in chunks and prints
+`R <seq> <hex>` lines; the host does all verification.
+
+Verdicts (ExportFailure.code, documented in `meterctl export --help`):
+  EXIT_TAMPER     a seal or the chain fails (altered, deleted, reordered, replayed or spliced records),
+                  records missing at the oldest end of the journal, or a rollback below the expected
+                  high-water mark
+  EXIT_WRONG_KEY  the key opens none of the records of some key epoch (key check mismatch)
+  EXIT_INCOMPLETE only with strict=True: gaps, withheld or CRC-skipped records
+Input problems (missing/corrupt image, bad key file, no device) raise meterctl.cli.CliError (exit 2).
+No message ever contains key material: keys are named by their key id."""
+import ast
+import csv
+import io
+import json
+import os
+import tempfile
+from binascii import unhexlify
+from pathlib import Path
+
+from meterctl import mpcompat, sealing
+from meterctl.cli import CliError
+
+EXIT_TAMPER = 3
+EXIT_WRONG_KEY = 4
+EXIT_INCOMPLETE = 5
+SECTOR_SIZE = 4096   # W25Q family: 4 KiB erase sectors, 256-byte pages
+PAGE_SIZE = 256
+CHUNK_RECORDS = 400  # records per exec over serial
+MAX_LINES = 5        # problems/gaps printed one per line, then a count
+
+ROOT = mpcompat.ROOT
+BOARDS = ROOT / "boards"
+
+# OBIS-named columns (energy in Wh / varh, voltage in V, demand in W; see RECORDS.md and PROFILE.md).
+ENERGY = ("1.8.0", "2.8.0", "3.8.0", "4.8.0")
+VOLTAGE = ("32.3.0", "32.5.0", "32.6.0")
+DEMAND = "1.6.0"
+COLUMNS = ("seq", "key_epoch", "type", "t_end_s", "minutes", "flags") + ENERGY + VOLTAGE + (DEMAND,) + (
+    "t_samples", "event", "code", "arg", "text")
+
+
+class ExportFailure(Exception):
+    """A verdict that fails the export (tamper, wrong key, incomplete): message is one line."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+# --- firmware modules under CPython ----------------------------------------------------------------------
+def _fw():
+    mpcompat.install()
+    from umeter import records
+    from umeter.metering import engine
+    from umeter.store import StoreError, journal
+    from umeter.store.region import partitions
+    return records, engine, journal, StoreError, partitions
+
+
+# --- flash image ------------------------------------------------------------------------------------------
+class ImageDevice:
+    """Read-only flash device (DESIGN 3.1) over an image file: program and erase refuse."""
+
+    def __init__(self, path, sector_size=SECTOR_SIZE, page_size=PAGE_SIZE):
+        self._f = open(path, "rb")
+        self._f.seek(0, os.SEEK_END)
+        self.size = self._f.tell()
+        self.sector_size = sector_size
+        self.page_size = page_size
+
+    def read(self, addr, n):
+        if addr < 0 or n < 0 or addr + n > self.size:
+            raise ValueError("range 0x%x+%d outside the %d-byte image" % (addr, n, self.size))
+        self._f.seek(addr)
+        return self._f.read(n)
+
+    def readinto(self, addr, buf):
+        buf[:] = self.read(addr, len(buf))
+
+    def program(self, addr, data):
+        raise PermissionError("the flash image is opened read-only")
+
+    def erase_sector(self, addr):
+        raise PermissionError("the flash image is opened read-only")
+
+    def close(self):
+        self._f.close()
+
+
+def _eval_table(node):
+    """Evaluate a PARTITIONS literal: lists/tuples of str, int, None and int arithmetic (+ - *)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, str, type(None))):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_eval_table(e) for e in node.elts]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Add, ast.Sub)):
+        a, b = _eval_table(node.left), _eval_table(node.right)
+        if isinstance(a, int) and isinstance(b, int):
+            if isinstance(node.op, ast.Mult):
+                return a * b
+            return a + b if isinstance(node.op, ast.Add) else a - b
+    raise ValueError("not a plain partition table")
+
+
+def board_partitions(board):
+    """PARTITIONS of boards/<board>/board.py, read without importing it (it imports `machine`)."""
+    path = BOARDS / board / "board.py"
+    if not path.is_file():
+        known = sorted(p.name for p in BOARDS.iterdir() if (p / "board.py").is_file())
+        raise CliError("unknown board %r (known: %s)" % (board, ", ".join(known)))
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PARTITIONS" for t in node.targets):
+            return [tuple(e) for e in _eval_table(node.value)]
+    raise CliError("board %s declares no PARTITIONS" % board)
+
+
+class Snapshot:
+    """What was read: records [(seq, sealed bytes)] oldest first, plus the journal's own figures."""
+
+    def __init__(self, source, records, oldest_seq, last_seq, corrupt, sector_size):
+        self.source = source
+        self.records = records
+        self.oldest_seq = oldest_seq
+        self.last_seq = last_seq
+        self.corrupt = corrupt
+        self.sector_size = sector_size
+
+
+def read_image(path, board="sim"):
+    records, engine, journal, StoreError, partitions = _fw()
+    path = Path(path)
+    if not path.exists():
+        raise CliError("image %s does not exist" % path)
+    if not path.is_file():
+        raise CliError("image %s is not a file" % path)
+    table = board_partitions(board)
+    try:
+        dev = ImageDevice(path)
+    except OSError as e:
+        raise CliError("cannot read image %s: %s" % (path, e.strerror or e)) from None
+    try:
+        if dev.size == 0 or dev.size % SECTOR_SIZE:
+            raise CliError("image %s is %d bytes, not a whole number of %d-byte flash sectors"
+                           % (path, dev.size, SECTOR_SIZE))
+        try:
+            region = partitions(dev, table)["journal"]
+        except (ValueError, KeyError) as e:
+            raise CliError("image %s does not fit board %s's partition table (%s)"
+                           % (path, board, e)) from None
+        try:
+            j = journal.Journal(region)
+            recs = list(j.records())
+            st = j.stats()
+        except StoreError as e:
+            raise CliError("image %s is not a umeter flash image (journal: %s)" % (path, e)) from None
+        if not recs and st["usable_sectors"] == 0:
+            raise CliError("image %s has no usable journal sector (every sector header is zeroed)" % path)
+        return Snapshot(str(path), recs, st["oldest_seq"], st["last_seq"], st["corrupt_skipped"], SECTOR_SIZE)
+    finally:
+        dev.close()
+
+
+# --- from a device over serial ----------------------------------------------------------------------------
+# MicroPython, exec'd on the device. The virtual board's meter runs in a thread that owns the simulated
+# SPI bus, so there the image file is read directly; on a real board the running meter's flash driver is
+# reused (building a second driver would reset the chip under the meter). A fresh Journal mount per
+# chunk keeps the meter's own Journal object untouched and follows the ring if it moves meanwhile.
+DEVICE_SCRIPT = r"""
+class _UmxImage:
+    def __init__(self, path):
+        import os
+        self._f = open(path, 'rb')
+        self.size = os.stat(path)[6]
+        self.sector_size = 4096
+        self.page_size = 256
+    def read(self, addr, n):
+        self._f.seek(addr)
+        return self._f.read(n)
+    def readinto(self, addr, buf):
+        self._f.seek(addr)
+        self._f.readinto(buf)
+    def close(self):
+        self._f.close()
+def _umx_journal():
+    import sys
+    import board
+    from umeter.store.journal import Journal
+    from umeter.store.region import partitions
+    img = getattr(board, 'flash_image', None)
+    if img is not None:
+        dev = _UmxImage(img())
+    else:
+        a = sys.modules.get('umeter.app')
+        m = a.meter() if a is not None else None
+        r = None
+        if m is not None:
+            r = m.journal.dev if m.journal is not None else (m.state._dev if m.state is not None else None)
+        dev = r.dev if r is not None else board.flash()
+    return Journal(partitions(dev, board.PARTITIONS)['journal']), dev
+def _umx_dump(since, limit):
+    import gc
+    from binascii import hexlify
+    j, dev = _umx_journal()
+    n = 0
+    nxt = 0
+    for seq, rec in j.records(since):
+        if n == limit:
+            nxt = seq
+            break
+        print('R', seq, hexlify(rec).decode())
+        n += 1
+    st = j.stats()
+    print('S', st['last_seq'], st['oldest_seq'], st['corrupt_skipped'], st['records'], nxt, dev.sector_size)
+    if hasattr(dev, 'close'):
+        dev.close()
+    gc.collect()
+"""
+DEVICE_CLEANUP = "del _UmxImage, _umx_journal, _umx_dump\nimport gc\ngc.collect()\n"
+
+
+def read_device(port, timeout=10.0, progress=None, chunk=CHUNK_RECORDS):
+    """Stream the device's journal records over serial. progress(done, total) after each chunk."""
+    from meterctl.device import Device, DeviceError
+
+    recs = []
+    first = None
+    corrupt = 0
+    since = 0
+    try:
+        with Device(port, timeout=timeout) as dev:
+            dev.exec(DEVICE_SCRIPT)
+            while True:
+                got = []
+                status = []
+
+                def line(text, got=got, status=status):
+                    if text.startswith("R "):
+                        got.append(text)
+                    elif text.startswith("S "):
+                        status.append(text)
+
+                dev.exec("_umx_dump(%d, %d)" % (since, chunk), on_line=line)
+                if len(status) != 1:
+                    raise CliError("the device on %s sent no journal summary (is the umeter firmware "
+                                   "installed?)" % port)
+                for text in got:
+                    seq, rec = _parse_record_line(text, port)
+                    if recs and seq <= recs[-1][0]:
+                        raise CliError("the device on %s sent records out of order (seq %d after %d): "
+                                       "transfer garbled" % (port, seq, recs[-1][0]))
+                    recs.append((seq, rec))
+                try:
+                    last_seq, oldest, bad, count, nxt, ss = (int(v) for v in status[0].split()[1:7])
+                except ValueError:
+                    raise CliError("garbled journal summary from the device on %s" % port) from None
+                if first is None:
+                    first = (oldest, last_seq, ss, count)
+                corrupt = max(corrupt, bad)
+                if progress is not None:
+                    progress(len(recs), max(count, len(recs)))
+                if not nxt:
+                    break
+                since = nxt
+            dev.exec(DEVICE_CLEANUP)
+    except DeviceError as e:
+        raise CliError(str(e)) from None
+    oldest, _, ss, _ = first
+    last = recs[-1][0] if recs else first[1]
+    return Snapshot(port, recs, oldest, last, corrupt, ss)
+
+
+def _parse_record_line(text, port):
+    parts = text.split()
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        return int(parts[1]), unhexlify(parts[2])
+    except ValueError:
+        raise CliError("garbled record line from the device on %s (serial noise?): %r"
+                       % (port, text[:40])) from None
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+class Keys:
+    """A keyring for sealing.Opener plus what may be shown about it (key ids) and the device's
+    high-water mark when the keys come from a keystore directory."""
+
+    def __init__(self, keyring, key_ids, mark=None, source=""):
+        self.keyring = keyring
+        self.key_ids = key_ids
+        self.mark = mark
+        self.source = source
+
+
+def keys_from_file(path):
+    from meterctl.keys import KeyFileError, read_key_file
+
+    try:
+        master = read_key_file(path)
+    except KeyFileError as e:
+        raise CliError(str(e)) from None
+    return Keys(sealing.Keyring(master), [sealing.key_id(master)], None, str(path))
+
+
+class _ReadOnlyBackend:
+    """Keystore blob backend over a keystore_file directory (<name>.bin), never writing to it."""
+
+    def __init__(self, directory):
+        self._dir = Path(directory)
+
+    def load(self, name):
+        try:
+            return (self._dir / ("%s.bin" % name)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def save(self, name, data):
+        raise PermissionError("read-only keystore")
+
+    def erase(self, name):
+        raise PermissionError("read-only keystore")
+
+
+class _StoreKeyring:
+    """The firmware KeyStore as a host keyring: its KeyMissing becomes sealing.KeyMissing."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __repr__(self):
+        return "<keystore keyring>"
+
+    def master_for(self, epoch):
+        from umeter.crypto import KeyMissing
+
+        try:
+            return self._store.master_for(epoch)
+        except KeyMissing as e:
+            raise sealing.KeyMissing(str(e)) from None
+
+
+def keys_from_dir(directory):
+    """Keys (and the high-water mark) of a keystore_file directory, e.g. IMG.keys or <board dir>/keys."""
+    mpcompat.install()
+    from umeter.hal.keystore import KeyStore, KeystoreError
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise CliError("key directory %s does not exist" % d)
+    try:
+        store = KeyStore(_ReadOnlyBackend(d))
+        if not store.provisioned:
+            raise CliError("key directory %s holds no device key (keys.bin missing)" % d)
+        ids = [store.key_id()]
+        mark = store.mark()
+    except KeystoreError as e:
+        raise CliError("key directory %s: %s" % (d, e)) from None
+    except OSError as e:
+        raise CliError("cannot read key directory %s: %s" % (d, e.strerror or e)) from None
+    return Keys(_StoreKeyring(store), ids, mark, str(d))
+
+
+# --- verification -----------------------------------------------------------------------------------------
+class Result:
+    def __init__(self):
+        self.rows = []            # decoded, verified records
+        self.tamper = []          # (seq, message)
+        self.wrong_key = []       # (seq, epoch, message)
+        self.gaps = []            # (first missing seq, last missing seq)
+        self.withheld = []        # seqs that could not be verified (chain head after ring retention)
+        self.notes = []           # informational lines
+        self.device_tamper = []   # tamper events the meter itself recorded
+        self.verified = 0
+        self.first_seq = 0
+        self.last_seq = 0
+
+
+def _epoch_of(record):
+    try:
+        return sealing.parse(record)[2]
+    except sealing.SealError:
+        return None
+
+
+def verify(snapshot, keys, min_seq=None):
+    """Open and check every record of snapshot; decode the verified ones into rows."""
+    res = Result()
+    recs = snapshot.records
+    op = sealing.Opener(keys.keyring)
+    opened = []
+    ok_epochs = set()
+    for seq, rec in recs:
+        epoch = _epoch_of(rec)
+        try:
+            payload = op.open(seq, rec)
+        except (sealing.WrongKeyError, sealing.KeyMissing) as e:
+            res.wrong_key.append((seq, epoch, str(e)))
+            op.reset()
+            continue
+        except sealing.SealError as e:
+            res.tamper.append((seq, str(e)))
+            op.reset()
+            try:
+                payload = op.open(seq, rec)  # an anchor verifies on its own: keep what can be trusted
+            except sealing.SealError:
+                op.reset()
+                continue
+        if payload is None:
+            res.withheld.append(seq)
+            continue
+        ok_epochs.add(epoch)
+        opened.append((seq, epoch, payload))
+    res.verified = len(opened)
+    # A key check mismatch in an epoch whose other records verify is an altered or foreign record.
+    for seq, epoch, msg in res.wrong_key:
+        if epoch in ok_epochs:
+            res.tamper.append((seq, "record from another key inside key epoch %d (spliced or altered): %s"
+                               % (epoch, msg)))
+    res.wrong_key = [w for w in res.wrong_key if w[1] not in ok_epochs]
+    if recs:
+        res.first_seq, res.last_seq = recs[0][0], recs[-1][0]
+        prev = None
+        for seq, _ in recs:
+            if prev is not None and seq > prev + 1:
+                res.gaps.append((prev + 1, seq - 1))
+            prev = seq
+        _check_oldest_end(snapshot, res)
+    _check_mark(snapshot, keys, min_seq, res)
+    for seq, epoch, payload in opened:
+        res.rows.append(decode_row(seq, epoch, payload, res))
+    return res
+
+
+def _check_oldest_end(snapshot, res):
+    # Seqs inside a sector are consecutive from its base, so the oldest sector's first surviving record
+    # must carry the sector's base. A legitimate miss (the sector's only record torn by a power cut)
+    # moves the next base by max_slots; anything closer means records were removed or damaged.
+    _, _, journal, _, _ = _fw()
+    max_slots = (snapshot.sector_size - journal.SECTOR_HDR) // (journal.REC_HDR + 1)
+    first, oldest = res.first_seq, snapshot.oldest_seq
+    if oldest and oldest < first < oldest + max_slots:
+        res.tamper.append((oldest, "records seq %d..%d at the oldest end of the journal are missing or "
+                                   "damaged (its oldest sector starts at seq %d)"
+                           % (oldest, first - 1, oldest)))
+
+
+def _check_mark(snapshot, keys, min_seq, res):
+    newest = snapshot.records[-1][0] if snapshot.records else 0
+    marks = []
+    if keys.mark is not None:
+        marks.append(("the keystore's high-water mark", keys.mark[0], keys.mark[1]))
+    if min_seq:
+        marks.append(("the expected high-water mark (--min-seq)", min_seq, None))
+    for what, mseq, mtag in marks:
+        if newest < mseq:
+            res.tamper.append((mseq, "rollback: the newest record is seq %d, older than %s seq %d (an older "
+                                     "or replaced flash image)" % (newest, what, mseq)))
+            continue
+        res.notes.append("%s (seq %d) is reached" % (what, mseq))
+        if mtag is None:
+            continue
+        found = [rec for seq, rec in snapshot.records if seq == mseq]
+        if not found:
+            res.tamper.append((mseq, "the record at %s (seq %d) is missing" % (what, mseq)))
+        else:
+            try:
+                tag = sealing.tag_of(found[0])
+            except sealing.SealError:
+                tag = None
+            if tag != bytes(mtag):
+                res.tamper.append((mseq, "the record at %s (seq %d) was replaced" % (what, mseq)))
+
+
+def _wh(milli):
+    return round(milli / 1000.0, 3)
+
+
+def decode_row(seq, epoch, payload, res=None):
+    """One verified record -> a row dict (COLUMNS keys that apply)."""
+    records, engine, _, _, _ = _fw()
+    row = {"seq": seq, "key_epoch": epoch}
+    try:
+        typ, fields = records.decode(payload)
+        if typ == records.REC_PROFILE:
+            p = engine.decode_profile(fields)
+            row.update(type="profile", t_end_s=p["t_end_s"], minutes=p["minutes"], flags=p["flags"])
+            for code in ENERGY:
+                row[code] = _wh(p[code])
+            for code in VOLTAGE:
+                row[code] = p[code]
+            row[DEMAND] = p[DEMAND]
+        elif typ == records.REC_CHECKPOINT:
+            snap = fields["snapshot"]
+            frac = snap[1]
+            row.update(type="checkpoint", t_samples=snap[2])
+            for code, fu in zip(ENERGY, snap[3:7]):
+                row[code] = _wh(fu >> frac)
+        else:
+            row.update(type="event", event=fields["event"], code=fields["code"], arg=fields["arg"],
+                       text=fields["text"])
+            if res is not None and fields["code"] == records.EV_TAMPER:
+                res.device_tamper.append((seq, fields["text"]))
+    except (ValueError, UnicodeError) as e:
+        # Verified but not understood: written by newer firmware. Shown, never guessed at.
+        row.update(type="unknown", text="undecodable payload (%s), %d bytes" % (e, len(payload)))
+    return row
+
+
+def verdict(res, strict=False):
+    """Raise ExportFailure for a failing result; the message is the first problem plus a count."""
+    if res.tamper:
+        seq, msg = res.tamper[0]
+        more = len(res.tamper) - 1
+        raise ExportFailure(EXIT_TAMPER, "TAMPER: %s%s" % (msg, " (and %d more problem%s)"
+                                                          % (more, "s" if more > 1 else "") if more else ""))
+    if res.wrong_key:
+        seq, epoch, _ = res.wrong_key[0]
+        epochs = sorted({e for _, e, _ in res.wrong_key if e is not None})
+        n = len(res.wrong_key)
+        raise ExportFailure(EXIT_WRONG_KEY, "WRONG KEY: the key does not open the records of key epoch%s %s "
+                            "(key check mismatch from seq %d; %d record%s): use the key this meter was "
+                            "provisioned with" % ("s" if len(epochs) > 1 else "", ", ".join(map(str, epochs)),
+                                                  seq, n, "s" if n > 1 else ""))
+    if strict and (res.gaps or res.withheld):
+        raise ExportFailure(EXIT_INCOMPLETE, "INCOMPLETE (--strict): %d gap(s), %d unverifiable record(s)"
+                            % (len(res.gaps), len(res.withheld)))
+
+
+def warnings(snapshot, res):
+    """Lines for stderr that do not fail the export."""
+    out = []
+    for a, b in res.gaps[:MAX_LINES]:
+        out.append("gap: seq %d%s missing (chain verified across it: seqs burnt by power cuts)"
+                   % (a, "" if a == b else "..%d" % b))
+    if len(res.gaps) > MAX_LINES:
+        out.append("gap: %d more" % (len(res.gaps) - MAX_LINES))
+    if res.withheld:
+        out.append("withheld: %d record(s) (seq %s) cannot be verified: their predecessor was dropped by "
+                   "ring retention; not exported"
+                   % (len(res.withheld), ", ".join(map(str, res.withheld[:5]))))
+    if snapshot.corrupt:
+        out.append("journal: %d slot(s) failed the journal CRC and were skipped (torn writes from power "
+                   "cuts, or damage)" % snapshot.corrupt)
+    for seq, text in res.device_tamper:
+        out.append("the meter recorded a tamper event at seq %d: %s" % (seq, text))
+    return out
+
+
+def summary(snapshot, keys, res):
+    return {"source": snapshot.source, "key_ids": keys.key_ids, "records_read": len(snapshot.records),
+            "verified": res.verified, "exported": len(res.rows), "first_seq": res.first_seq,
+            "last_seq": res.last_seq, "withheld": res.withheld, "gaps": [list(g) for g in res.gaps],
+            "journal_corrupt_skipped": snapshot.corrupt, "checks": res.notes,
+            "device_tamper_events": [s for s, _ in res.device_tamper]}
+
+
+# --- output -----------------------------------------------------------------------------------------------
+def render(snapshot, keys, res, fmt):
+    if fmt == "json":
+        doc = {"format": "umeter-export", "version": 1, "summary": summary(snapshot, keys, res),
+               "units": {"1.8.0": "Wh", "2.8.0": "Wh", "3.8.0": "varh", "4.8.0": "varh", "32.3.0": "V",
+                         "32.5.0": "V", "32.6.0": "V", "1.6.0": "W"},
+               "records": res.rows}
+        return json.dumps(doc, indent=1) + "\n"
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
+    w.writeheader()
+    for row in res.rows:
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def write_atomic(path, text):
+    """Write text to path through a temporary file in the same directory, renamed on success."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".%s." % path.name, suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CliError("cannot write %s: %s" % (path, e.strerror or e)) from None
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
