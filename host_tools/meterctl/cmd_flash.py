@@ -120,8 +120,11 @@ def run_esptool(cmd):
     return subprocess.run(cmd).returncode
 
 
-def esptool_base(chip, port, baud):
-    return [sys.executable, "-m", "esptool", "--chip", chip, "--port", port, "--baud", str(baud)]
+def esptool_commands(chip, port, baud, offset, firmware, erase=False):
+    """The esptool invocations, in order (esptool 5 spells its commands with dashes)."""
+    base = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port, "--baud", str(baud)]
+    cmds = [base + ["erase-flash"]] if erase else []
+    return cmds + [base + ["write-flash", "-z", "0x%x" % offset, str(firmware)]]
 
 
 def run(args, out=None):
@@ -139,14 +142,12 @@ def run(args, out=None):
                        % (board.name, board.chip))
     offset = check_esp_image(args.firmware, data, board.chip)
     check_port(args.port)
-    base = esptool_base(board.chip, args.port, args.baud)
-    if args.erase:
-        if run_esptool(base + ["erase-flash"]) != 0:
-            raise CliError("esptool erase-flash failed (see its output above); nothing was written")
-    status = run_esptool(base + ["write-flash", "-z", "0x%x" % offset, str(args.firmware)])
-    if status != 0:
-        raise CliError("esptool write-flash failed with exit status %d (see its output above): "
-                       "the board may not hold a complete MicroPython; run the command again" % status)
+    for cmd in esptool_commands(board.chip, args.port, args.baud, offset, args.firmware, args.erase):
+        status = run_esptool(cmd)
+        if status != 0:
+            raise CliError("esptool %s failed with exit status %d (see its output above)%s"
+                           % (cmd[9], status, "; the board may not hold a complete MicroPython, run the "
+                              "command again" if cmd[9] == "write-flash" else ""))
     print("MicroPython written to %s (%d bytes at 0x%x). Next: meterctl deploy --board %s --port %s"
           % (args.port, len(data), offset, board.name, args.port), file=out)
     return 0

@@ -179,19 +179,21 @@ def _umd_commit(part, path, want):
     try:
         _umd_os.rename(part, path)
     except OSError:
-        try:
-            _umd_os.remove(path)
-        except OSError:
-            pass
-        try:
-            _umd_os.rename(part, path)
-        except OSError:
-            _umd_cp(part, path)
-            _umd_os.remove(part)
-            got = _umd_h(path)
-            if got != want:
-                print('mismatch', got)
-                return
+        pass
+    try:
+        _umd_os.stat(part)
+        moved = False
+    except OSError:
+        moved = True
+    if not moved:
+        # The rename failed, or did nothing: the unix port's VfsPosix mounted with a root mixes up
+        # absolute paths (ENOENT, or renames the new name onto itself). Copy, then check.
+        _umd_cp(part, path)
+        _umd_os.remove(part)
+    got = _umd_h(path)
+    if got != want:
+        print('mismatch', got)
+        return
     print('ok')
 def _umd_cp(src, dst):
     # For a VFS whose rename fails (the unix port's VfsPosix mounted with a root directory).
