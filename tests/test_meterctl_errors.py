@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from meterctl import boards, cmd_flash, deploy
+from meterctl import boards, cmd_deploy, cmd_flash, deploy
 from meterctl.cli import main
+from meterctl.remote import RemoteError
 from meterctl.vboard import ROOT, VirtualBoard
 
 ABSENT_PORT = "/dev/umeter-no-such-port-%d" % os.getpid()
@@ -106,6 +107,42 @@ def test_deploy_device_not_answering(capsys, silent_port):
     code, out, err = run_cli(capsys, "deploy", "--board", "sim", "--port", silent_port, "--timeout", "0.5")
     assert_one_error(code, err, "deploy", "no answer from %s" % silent_port)
     assert out == ""
+
+
+class FlakyDevice:
+    """Stands in for remote.Remote: answers `answers` commands like an empty board, then goes silent;
+    `commit` is what it says after checking an uploaded file's hash."""
+
+    def __init__(self, port, answers, commit="ok"):
+        self.port, self.left, self.commit = port, answers, commit
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def exec(self, code, timeout=None):
+        if self.left == 0:
+            raise RemoteError("lost contact with %s: timeout waiting for first EOF reception" % self.port)
+        self.left -= 1
+        return self.commit + "\n" if "_umd_commit(" in code else ""
+
+
+@pytest.mark.parametrize("answers,commit,needle", [
+    (40, "ok", "deploy incomplete ("),
+    (1000, "mismatch 00ff", "hash mismatch after copying"),
+])
+def test_deploy_never_reports_a_broken_transfer_as_success(capsys, monkeypatch, silent_port, answers, commit,
+                                                           needle):
+    monkeypatch.setattr(cmd_deploy, "Remote", lambda port, timeout: FlakyDevice(port, answers, commit))
+    code, out, err = run_cli(capsys, "deploy", "--board", "sim", "--port", silent_port)
+    lines = err.splitlines()
+    assert code == 2 and out == "", out
+    assert lines[-1].startswith("meterctl deploy: error: ") and needle in lines[-1], lines[-1]
+    assert sum("error" in line for line in lines) == 1
+    if commit == "ok":
+        assert "run deploy again" in lines[-1]
 
 
 def test_build_compiles_for_the_board_arch(tmp_path):

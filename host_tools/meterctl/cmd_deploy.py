@@ -81,10 +81,11 @@ def run(args, out=None):
             summary = deploy.sync(dev, items, BarProgress())
     kind = "source" if not board.arch or args.no_compile else "mpy-cross -march=%s" % board.arch
     removed = summary["removed"]
+    shown = ", ".join(removed[:5]) + (", and %d more" % (len(removed) - 5) if len(removed) > 5 else "")
     print("deployed board %s to %s (%s): %d files, %d copied (%.1f KB), %d unchanged, %d stale removed%s; "
           "all %d verified by SHA-256 on the device"
           % (board.name, args.port, kind, summary["files"], summary["uploaded"], summary["bytes"] / 1024,
-             summary["unchanged"], len(removed), " (%s)" % ", ".join(removed) if removed else "",
+             summary["unchanged"], len(removed), " (%s)" % shown if removed else "",
              summary["verified"]), file=out)
     print("restart the board to run it (e.g. `mpremote connect %s reset`)" % args.port, file=out)
     return 0

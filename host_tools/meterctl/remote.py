@@ -45,6 +45,24 @@ def _last_line(text):
     return lines[-1] if lines else "no detail"
 
 
+def _transport_class():
+    from mpremote.transport_serial import SerialTransport
+
+    class Transport(SerialTransport):
+        """mpremote waits a fixed 10 s in places (the prompt before a command, the end of a raw paste);
+        use our time-out there too, so a device that stops answering is reported as promptly as at
+        connect."""
+
+        wait_s = DEFAULT_TIMEOUT
+
+        def read_until(self, min_num_bytes, ending, timeout=10, data_consumer=None, timeout_overall=None):
+            if timeout == 10:
+                timeout = self.wait_s
+            return super().read_until(min_num_bytes, ending, timeout, data_consumer, timeout_overall)
+
+    return Transport
+
+
 class Remote:
     def __init__(self, port, timeout=DEFAULT_TIMEOUT):
         self.port = check_port(port)
@@ -53,10 +71,10 @@ class Remote:
 
     def open(self):
         from mpremote.transport import TransportError
-        from mpremote.transport_serial import SerialTransport
 
         try:
-            self._t = SerialTransport(self.port, baudrate=115200, timeout=self.timeout)
+            self._t = _transport_class()(self.port, baudrate=115200, timeout=self.timeout)
+            self._t.wait_s = self.timeout
         except (TransportError, OSError) as e:
             why = "permission denied (on Linux: join the dialout group)" \
                 if os.path.exists(self.port) and not os.access(self.port, os.R_OK | os.W_OK) \
