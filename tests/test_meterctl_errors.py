@@ -4,6 +4,7 @@ flash-micropython success paths with a fake esptool, and its command spelling ag
 No test talks to a real serial port: ports are the virtual board's pty, a pty nobody serves, or absent."""
 import hashlib
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -13,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from meterctl import boards, cmd_deploy, cmd_flash, deploy
-from meterctl.cli import main
+from meterctl.cli import CliError, main
 from meterctl.remote import RemoteError
 from meterctl.vboard import ROOT, VirtualBoard
 
 ABSENT_PORT = "/dev/umeter-no-such-port-%d" % os.getpid()
+REAL_BOARDS = sorted(name for name, b in boards.discover().items() if b.arch)
 
 
 def run_cli(capsys, *argv):
@@ -83,6 +85,12 @@ def test_deploy_wrong_and_missing_board_list_the_valid_ones(capsys, bare_board):
     assert_one_error(code, err, "deploy", "unknown board 'esp32_devkit'", *valid)
     code, out, err = run_cli(capsys, "deploy", "--port", bare_board.pty_path)
     assert_one_error(code, err, "deploy", "no board given", *valid)
+    # A valid board that is not this device (the virtual board is the unix port on x86-64): asked, refused.
+    for name in REAL_BOARDS:
+        for extra in ([], ["--no-compile"]):
+            code, out, err = run_cli(capsys, "deploy", "--board", name, "--port", bare_board.pty_path, *extra)
+            assert_one_error(code, err, "deploy", "board %s is an" % name, "runs MicroPython for linux",
+                             "wrong --board?")
     assert snapshot(bare_board.board_dir) == before
 
 
@@ -126,6 +134,8 @@ class FlakyDevice:
         if self.left == 0:
             raise RemoteError("lost contact with %s: timeout waiting for first EOF reception" % self.port)
         self.left -= 1
+        if "sys.platform" in code:
+            return "linux 2822\n"      # the unix port (x64, .mpy 6.3), as the virtual board answers
         return self.commit + "\n" if "_umd_commit(" in code else ""
 
 
@@ -145,9 +155,49 @@ def test_deploy_never_reports_a_broken_transfer_as_success(capsys, monkeypatch, 
         assert "run deploy again" in lines[-1]
 
 
-def test_build_compiles_for_the_board_arch(tmp_path):
-    """What deploy would install for a real board: .mpy for xtensawin, main.py as source, board.py."""
-    board = boards.get("esp32_devkitc")
+class Answers:
+    port = "/dev/fake"
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def exec(self, code, timeout=None):
+        assert "sys.platform" in code
+        return self.reply
+
+
+@pytest.fixture(scope="module")
+def pico_build(tmp_path_factory):
+    board = boards.get("rp2040_pico")
+    return board, deploy.build(board, tmp_path_factory.mktemp("build"))
+
+
+def mpy(arch, version, sub):
+    return arch << 10 | sub << 8 | version     # sys.implementation._mpy
+
+
+@pytest.mark.parametrize("reply,needle", [
+    ("rp2 %d" % mpy(4, 6, 3), None),
+    ("rp2 %d" % mpy(7, 6, 3), None),       # an armv7emsp core (RP2350) runs armv6m code
+    ("esp32 %d" % mpy(10, 6, 3), "is an rp2040, but the device on /dev/fake runs MicroPython for esp32"),
+    ("rp2 %d" % mpy(0, 6, 3), "compiles for armv6m, but the device on /dev/fake runs no native code"),
+    ("rp2 %d" % mpy(4, 6, 1), "loads .mpy v6.1, mpy-cross writes v6.3"),
+    ("rp2 %d" % mpy(4, 5, 0), "loads .mpy v5.0"),
+    ("Traceback", "did not say what it is"),
+])
+def test_deploy_checks_the_device_before_writing(pico_build, reply, needle):
+    board, items = pico_build
+    if needle is None:
+        deploy.check_target(Answers(reply), board, items)
+    else:
+        with pytest.raises(CliError, match=re.escape(needle)):
+            deploy.check_target(Answers(reply), board, items)
+
+
+@pytest.mark.parametrize("name", REAL_BOARDS)
+def test_build_compiles_for_the_board_arch(tmp_path, name):
+    """What deploy would install on each real board: .mpy for its arch, main.py as source, board.py."""
+    board = boards.get(name)
     items = deploy.build(board, tmp_path)
     remote = [it.remote for it in items]
     sources = deploy.firmware_sources(deploy.FIRMWARE_DIR)
@@ -156,6 +206,10 @@ def test_build_compiles_for_the_board_arch(tmp_path):
     assert all(r.endswith(".mpy") for r in remote[:-2]) and "/umeter/app.mpy" in remote
     app = next(it for it in items if it.remote == "/umeter/app.mpy")
     assert app.data[:1] == b"M" and app.sha256 == hashlib.sha256(app.data).hexdigest()
+    # The viper kernels are machine code for the board's CPU (.mpy header byte 2: arch << 2 | sub-version).
+    kernels = next(it for it in items if it.remote == "/umeter/metering/kernels.mpy")
+    assert kernels.data[2] >> 2 == {"xtensawin": 10, "armv6m": 4}[board.arch]
+    assert "esp32_devkitc" in REAL_BOARDS and "rp2040_pico" in REAL_BOARDS
     assert next(it for it in items if it.remote == "/board.py").data == board.path.read_bytes()
 
 

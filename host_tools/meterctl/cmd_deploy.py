@@ -78,6 +78,7 @@ def run(args, out=None):
     with tempfile.TemporaryDirectory(prefix="umeter-build-") as build_dir:
         items = deploy.build(board, build_dir, args.source, compile=not args.no_compile)
         with Remote(args.port, timeout=args.timeout) as dev:
+            deploy.check_target(dev, board, items)
             summary = deploy.sync(dev, items, BarProgress())
     kind = "source" if not board.arch or args.no_compile else "mpy-cross -march=%s" % board.arch
     removed = summary["removed"]

@@ -224,6 +224,50 @@ def _inventory(dev, dirs, names):
     return found
 
 
+# mpy-cross -march names -> the arch number in .mpy headers and sys.implementation._mpy (bits 10..15).
+ARCH_CODES = {"x86": 1, "x64": 2, "armv6": 3, "armv6m": 4, "armv7m": 5, "armv7em": 6, "armv7emsp": 7,
+              "armv7emdp": 8, "xtensa": 9, "xtensawin": 10, "rv32imc": 11}
+ARCH_NAMES = {code: name for name, code in ARCH_CODES.items()}
+PLATFORM_FOR_CHIP = {"esp32": "esp32", "rp2040": "rp2"}   # sys.platform on the device
+UNIX_PLATFORMS = ("linux", "darwin")                        # the virtual board: the unix port
+
+
+def _arch_fits(code, device_code):
+    # ARM code runs on any later ARM core (MicroPython accepts armv6m .mpy on armv7m and up); else exact.
+    arm = range(ARCH_CODES["armv6"], ARCH_CODES["armv7emdp"] + 1)
+    return code == device_code or (code in arm and device_code in arm and device_code >= code)
+
+
+def check_target(dev, board, items):
+    """Refuse, before writing anything, a device that cannot run this build: another MCU family than the
+    board's, native code for another CPU, or another .mpy version."""
+    out = dev.exec("import sys\nprint(sys.platform, getattr(sys.implementation, '_mpy', 0))").split()
+    if len(out) != 2 or not out[1].isdigit():
+        raise CliError("the device on %s did not say what it is (%r)" % (dev.port, " ".join(out)[:60]))
+    platform, mpy = out[0], int(out[1])
+    if board.arch is None and platform not in UNIX_PLATFORMS:
+        raise CliError("board %s is the virtual board (MicroPython unix port), but the device on %s is %s: "
+                       "wrong --board?" % (board.name, dev.port, platform))
+    want = PLATFORM_FOR_CHIP.get(board.chip)
+    if want and platform != want:
+        raise CliError("board %s is an %s, but the device on %s runs MicroPython for %s: wrong --board?"
+                       % (board.name, board.chip, dev.port, platform))
+    compiled = [it for it in items if it.remote.endswith(".mpy")]
+    if not compiled:
+        return
+    # Native code (viper) pins the sub-version too; plain bytecode only the version.
+    native = [it.data for it in compiled if it.data[2] >> 2]
+    head = native[0] if native else compiled[0].data
+    device_arch = mpy >> 10
+    if not _arch_fits(ARCH_CODES.get(board.arch), device_arch):
+        raise CliError("board %s compiles for %s, but the device on %s runs %s code: wrong --board?"
+                       % (board.name, board.arch, dev.port, ARCH_NAMES.get(device_arch, "no native")))
+    if mpy & 0xFF != head[1] or (native and (mpy >> 8) & 3 != head[2] & 3):
+        raise CliError("the device's MicroPython loads .mpy v%d.%d, mpy-cross writes v%d.%d: flash a "
+                       "matching MicroPython (meterctl flash-micropython) or deploy with --no-compile"
+                       % (mpy & 0xFF, (mpy >> 8) & 3, head[1], head[2] & 3))
+
+
 class Progress:
     """What sync() reports; the command draws it."""
 
