@@ -418,12 +418,7 @@ def verify(snapshot, keys, min_seq=None):
         ok_epochs.add(epoch)
         opened.append((seq, epoch, payload))
     res.verified = len(opened)
-    # A key check mismatch in an epoch whose other records verify is an altered or foreign record.
-    for seq, epoch, msg in res.wrong_key:
-        if epoch in ok_epochs:
-            res.tamper.append((seq, "record from another key inside key epoch %d (spliced or altered): %s"
-                               % (epoch, msg)))
-    res.wrong_key = [w for w in res.wrong_key if w[1] not in ok_epochs]
+    _classify_key_mismatches(recs, ok_epochs, res)
     if recs:
         res.first_seq, res.last_seq = recs[0][0], recs[-1][0]
         prev = None
@@ -432,10 +427,42 @@ def verify(snapshot, keys, min_seq=None):
                 res.gaps.append((prev + 1, seq - 1))
             prev = seq
         _check_oldest_end(snapshot, res)
-    _check_mark(snapshot, keys, min_seq, res)
+    if res.verified or not res.wrong_key:  # with a key that opens nothing, the mark says nothing either
+        _check_mark(snapshot, keys, min_seq, {seq for seq, _, _ in opened}, res)
     for seq, epoch, payload in opened:
         res.rows.append(decode_row(seq, epoch, payload, res))
     return res
+
+
+def _classify_key_mismatches(recs, ok_epochs, res):
+    """Tell a wrong key from altered headers. A meter's key epochs never decrease along the journal, and a
+    key the meter no longer (or not yet) used covers whole epochs at one end of it (a re-key). A key check
+    mismatch anywhere else is an altered or foreign record."""
+    prev = None
+    for seq, rec in recs:
+        epoch = _epoch_of(rec)
+        if epoch is None:
+            continue
+        if prev is not None and epoch < prev[1]:
+            res.tamper.append((seq, "key epoch goes backwards: seq %d has epoch %d, seq %d epoch %d (altered "
+                                    "header, or records from another history)"
+                               % (prev[0], prev[1], seq, epoch)))
+        prev = (seq, epoch)
+    mism = [w for w in res.wrong_key if w[1] in ok_epochs]
+    for seq, epoch, msg in mism:
+        res.tamper.append((seq, "record from another key inside key epoch %d (spliced or altered): %s"
+                           % (epoch, msg)))
+    res.wrong_key = [w for w in res.wrong_key if w[1] not in ok_epochs]
+    if res.wrong_key and ok_epochs:
+        pos = {seq: i for i, (seq, _) in enumerate(recs)}
+        idx = sorted(pos[w[0]] for w in res.wrong_key)
+        whole_block = idx == list(range(idx[0], idx[-1] + 1))
+        at_an_end = idx[0] == 0 or idx[-1] == len(recs) - 1
+        if not (whole_block and at_an_end):
+            for seq, epoch, msg in res.wrong_key:
+                res.tamper.append((seq, "seq %d does not open with the key while the records around it do "
+                                        "(altered or foreign record): %s" % (seq, msg)))
+            res.wrong_key = []
 
 
 def _check_oldest_end(snapshot, res):
@@ -451,7 +478,7 @@ def _check_oldest_end(snapshot, res):
                            % (oldest, first - 1, oldest)))
 
 
-def _check_mark(snapshot, keys, min_seq, res):
+def _check_mark(snapshot, keys, min_seq, verified, res):
     newest = snapshot.records[-1][0] if snapshot.records else 0
     marks = []
     if keys.mark is not None:
@@ -476,6 +503,8 @@ def _check_mark(snapshot, keys, min_seq, res):
                 tag = None
             if tag != bytes(mtag):
                 res.tamper.append((mseq, "the record at %s (seq %d) was replaced" % (what, mseq)))
+            elif mseq not in verified:
+                res.tamper.append((mseq, "the record at %s (seq %d) does not verify" % (what, mseq)))
 
 
 def _wh(milli):
@@ -515,19 +544,24 @@ def decode_row(seq, epoch, payload, res=None):
 
 def verdict(res, strict=False):
     """Raise ExportFailure for a failing result; the message is the first problem plus a count."""
-    if res.tamper:
-        seq, msg = res.tamper[0]
+    if res.tamper and not (res.wrong_key and not res.verified):
+        msg = res.tamper[0][1]
         more = len(res.tamper) - 1
         raise ExportFailure(EXIT_TAMPER, "TAMPER: %s%s" % (msg, " (and %d more problem%s)"
                                                           % (more, "s" if more > 1 else "") if more else ""))
     if res.wrong_key:
-        seq, epoch, _ = res.wrong_key[0]
+        seq = res.wrong_key[0][0]
         epochs = sorted({e for _, e, _ in res.wrong_key if e is not None})
         n = len(res.wrong_key)
-        raise ExportFailure(EXIT_WRONG_KEY, "WRONG KEY: the key does not open the records of key epoch%s %s "
-                            "(key check mismatch from seq %d; %d record%s): use the key this meter was "
-                            "provisioned with" % ("s" if len(epochs) > 1 else "", ", ".join(map(str, epochs)),
-                                                  seq, n, "s" if n > 1 else ""))
+        which = "key epoch%s %s" % ("s" if len(epochs) > 1 else "", ", ".join(map(str, epochs)))
+        if res.verified:
+            raise ExportFailure(EXIT_WRONG_KEY, "WRONG KEY: the key opens %d record(s) but not the %d "
+                                "record(s) of %s from seq %d (sealed under another master key, or an "
+                                "altered record header; a high-water mark tells them apart)"
+                                % (res.verified, n, which, seq))
+        raise ExportFailure(EXIT_WRONG_KEY, "WRONG KEY: the key does not open the records of %s (key check "
+                            "mismatch from seq %d; %d record%s): use the key this meter was provisioned with"
+                            % (which, seq, n, "s" if n > 1 else ""))
     if strict and (res.gaps or res.withheld):
         raise ExportFailure(EXIT_INCOMPLETE, "INCOMPLETE (--strict): %d gap(s), %d unverifiable record(s)"
                             % (len(res.gaps), len(res.withheld)))
