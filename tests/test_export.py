@@ -234,6 +234,11 @@ def test_cli_entry_point_and_help_document_exit_codes(images, keyset):
     assert proc.returncode == 0
     for code in ("3  TAMPER", "4  WRONG KEY", "2  bad input"):
         assert code in proc.stdout
+    # A separate process: the firmware modules load under meterctl's own micropython stand-in.
+    proc = subprocess.run([METERCTL, "export", "--image", str(images / "A.img"), "--key",
+                           str(images / "a.key"), "--format", "json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["type"] for r in json.loads(proc.stdout)["records"]].count("profile") == 1
     proc = subprocess.run([METERCTL, "export", "--image", str(images / "A.img"), "--key",
                            str(images / "wrong.key")], capture_output=True, text=True)
     assert proc.returncode == ex.EXIT_WRONG_KEY and proc.stdout == ""
@@ -454,6 +459,16 @@ def test_wrong_key_is_a_clear_error_and_writes_nothing(images, keyset, tmp_path,
         assert status == ex.EXIT_WRONG_KEY, err
         assert so == "" and err.count("\n") == 1 and err.startswith("meterctl export: WRONG KEY: ")
         assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_blank_image_is_an_empty_export_unless_a_mark_says_otherwise(images, keyset, tmp_path, capsys):
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(b"\xff" * (2 * 1024 * 1024))
+    status, out, err = export(capsys, keyset, "--image", blank, "--key", images / "a.key")
+    assert status == 0 and out.strip() == ",".join(ex.COLUMNS)
+    status, out, err = export(capsys, keyset, "--image", blank, "--key", images / "a.key", "--min-seq", 5)
+    assert_tamper(status, out, err)
+    assert "rollback" in err
 
 
 # --- bad input -------------------------------------------------------------------------------------------
