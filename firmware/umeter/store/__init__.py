@@ -2,3 +2,4 @@
 from .errors import StoreError  # noqa: F401
 from .journal import Journal  # noqa: F401
 from .region import Region, partitions  # noqa: F401
+from .state import State, StateFull  # noqa: F401
