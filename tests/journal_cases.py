@@ -324,30 +324,3 @@ def check_torture(rounds, seed, sectors=10, max_ops=24):
     counts = t.dev.stats()["erase_counts"]
     assert min(counts) >= 2
     return s
-
-
-def check_brownout_loop_keeps_history(boots=300):
-    """A meter that browns out in the middle of every boot's first append: each torn slot is voided
-    in place (skip byte), appends resume in the same sector, and no history is recycled."""
-    f = NorFlash(8 * SS, seed=9)
-    j = Journal(f)
-    written = [(j.append(payload(i, 64)), payload(i, 64)) for i in range(100)]
-    for b in range(boots):
-        f.arm_cut(1 + b % 3)           # tear the body, or the commit, of the boot's append
-        try:
-            s = j.append(payload(1000 + b, 64))
-            written.append((s, payload(1000 + b, 64)))
-            f.disarm_cut()
-        except PowerCut:
-            f.power_on()
-        j = Journal(f)
-    got = list(j.records())
-    assert [g for g in got if g in written] == written           # nothing acknowledged lost
-    extra = [g for g in got if g not in written]                 # cuts after the commit got through
-    assert len(extra) < boots // 3
-    assert j.stats()["records"] == len(got)
-    seqs = [s for s, _ in got]
-    assert seqs == sorted(set(seqs))
-    # torn slots were voided in place: the ring did not wrap, the first sectors were never erased
-    counts = f.stats()["erase_counts"]
-    assert counts[0] == 0 and counts[1] == 0 and counts[-1] == 0

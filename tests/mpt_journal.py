@@ -39,10 +39,6 @@ def test_regions_and_partitions():
     c.check_partitions()
 
 
-def test_brownout_loop_keeps_history():
-    c.check_brownout_loop_keeps_history(150)
-
-
 def test_power_cut_torture_small_ring():
     c.check_torture(300, 11, sectors=8, max_ops=16)
 

@@ -85,7 +85,3 @@ def test_torture_cli_prints_cuts_lost_corrupt(capsys):
     assert torture.main(["--cuts", "60", "--sectors", "8"]) == 0
     out = capsys.readouterr().out
     assert "journal: cuts 60  lost 0  corrupt 0" in out and "[journal] 60/60 cuts" in out
-
-
-def test_brownout_loop_keeps_history():
-    c.check_brownout_loop_keeps_history()

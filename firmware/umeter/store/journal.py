@@ -35,12 +35,10 @@ _WORN = 4               # live, but a program failed in it: retired when the rin
 
 # slot results
 _OK = 0                 # committed, CRC good
-_OPEN = 1               # CRC good but not committed (cut before or during the commit): seq burnt
-_BAD = 2                # committed, then damaged (CRC bad); length plausible so the walk goes on
-_LOST = 3               # committed, length implausible: the rest of the sector cannot be parsed
+_OPEN = 1               # CRC good, commit byte still 0xFF (the in-flight append of a power cut)
+_BAD = 2                # CRC bad or commit byte torn; length plausible so the walk goes on
+_LOST = 3               # length implausible: the rest of the sector cannot be parsed
 _END = 4                # blank record header: end of the sector's records
-_TORN = 5               # body torn by a power cut (CRC bad, commit 0xFF): the last slot written
-_SKIP = 6               # a torn slot made void by its skip byte: the next slot is 16 * skip further
 
 # header results
 _H_VALID = 0
@@ -56,16 +54,6 @@ _ZEROS = b"\x00" * HDR_READ
 def _put_le(buf, at, value, n):
     for k in range(n):
         buf[at + k] = (value >> (8 * k)) & 0xFF
-
-
-def _torn_or(c, committed_result, j):
-    """Classify a slot whose body does not check, by its commit byte (see JOURNAL.md 1.2)."""
-    if c == 0xFF:
-        return _TORN
-    if c == COMMITTED:
-        return committed_result
-    j._adv = 16 * c
-    return _SKIP
 
 
 def _get_le48(buf, at):
@@ -192,20 +180,17 @@ class Journal:
 
     # --- record slots --------------------------------------------------------------------------------
     def _slot(self, addr, off, with_payload):
-        """Examine the record slot at sector address addr + off. Sets self._adv (bytes to the next
-        slot, for the non-final results), self._sq and self._ln (and self._pl when with_payload)."""
+        """Examine the record slot at sector address addr + off; sets self._sq, self._ln (and self._pl)."""
         if off + REC_HDR > self._ss:
             return _END
         rh = self._rh
         self._rd(addr + off, self._rhv)
         if rh == _FF13:
             return _END
-        c = rh[0]
         n = rh[7] | (rh[8] << 8)
         if n < 1 or n > self.max_payload or off + REC_HDR + n > self._ss:
-            return _torn_or(c, _LOST, self)
+            return _LOST
         self._ln = n
-        self._adv = REC_HDR + n
         self._sq = _get_le48(rh, 1)
         crc = crc32(self._rh_sl)
         if with_payload:
@@ -214,8 +199,12 @@ class Journal:
         else:
             crc = self._crc_range(addr + off + REC_HDR, n, crc)
         if crc != _get_le32(rh, 9) or not self._sq:
-            return _torn_or(c, _BAD, self)
-        return _OK if c == COMMITTED else _OPEN
+            return _BAD
+        if rh[0] == COMMITTED:
+            return _OK
+        if rh[0] == 0xFF:
+            return _OPEN
+        return _BAD
 
     # --- mount ---------------------------------------------------------------------------------------
     def _succ(self, sec):
@@ -313,107 +302,42 @@ class Journal:
         self._open_ok = False
         self._hcount = 0
         self._claimed = False
-        self._repair = 0
         self._hbase_v = self._hgap_v = self._hec_v = 0
 
     def _scan_head(self, before):
-        """Walk the head's slots (bounded by the sector). Slot i of a sector always carries seq
-        base + i, so the walk knows every seq the sector has used, even of torn slots."""
         ss = self._ss
         addr = self._head * ss
         base = self._hbase_v
         off = SECTOR_HDR
         count = 0
-        expected = base
-        damaged = self._state[self._head] != _LIVE
-        self._repair = 0
-        skip_at = 0
-        while not damaged:
+        last = base - 1
+        anomaly = self._state[self._head] != _LIVE
+        while True:
             r = self._slot(addr, off, False)
             if r == _END:
-                if skip_at:
-                    self._check_last_skip(addr, skip_at)
-                    if self._repair:
-                        off = skip_at + 16 * self._repair_k
                 break
-            skip_at = 0
-            if r == _OK or r == _OPEN:
-                if self._sq != expected:
-                    damaged = True
-                    break
-                if r == _OK:
-                    count += 1
-                    self._last_ok = self._sq
-                else:
-                    self._corrupt += 1
-                expected += 1
-                off += self._adv
-            elif r == _SKIP:
+            if r == _LOST:
+                anomaly = True
                 self._corrupt += 1
-                expected += 1
-                skip_at = off
-                off += self._adv
-            elif r == _TORN:
-                # The cut tore this body: it is the last thing written. Resume after its last
-                # programmed byte; the next append first turns this slot into a skip slot.
-                self._corrupt += 1
-                expected += 1
-                k = (self._last_used(addr, off) - off + 15) // 16
-                k = k if k > 0 else 1
-                self._repair = off
-                self._repair_k = k
-                off += 16 * k
                 break
+            if r == _OK and self._sq > last:
+                count += 1
+                last = self._sq
             else:
-                damaged = True              # committed data damaged: the sector cannot be trusted
+                anomaly = True
                 self._corrupt += 1
-                break
+            off += REC_HDR + self._ln
         self._hcount = count
         self._count = before + count
         self._off = off
-        self._open_ok = not damaged and off + REC_HDR + 1 <= ss
-        if self._repair and (self._repair_k > 254 or not self._open_ok):
-            self._repair = 0
-            self._open_ok = False           # no room after the torn slot: the sector is done
-        # A damaged head may hide seqs: skip past every seq any of its slots could carry.
-        self._next = base + self._max_slots if damaged else expected
-        if damaged and self._next < expected:
-            self._next = expected
-        self._last = self._find_last(count)
-
-    def _check_last_skip(self, addr, at):
-        """The skip byte just before the end may itself have been torn (bits still 1: a jump too
-        long). Recompute the jump from the garbage it covers; if shorter, schedule a re-program:
-        programming the right value over a torn one gives exactly the right value."""
-        k = (self._last_used(addr, at) - at + 15) // 16
-        k = k if k > 0 else 1
-        self._rd(addr + at, self._hb1)
-        if k < self._hb[0]:
-            self._repair = at
-            self._repair_k = k
-
-    def _find_last(self, count):
-        if count:
-            return self._last_ok
-        if self._count:
-            v = self._hbase_v - self._hgap_v - 1
-            return v if v > 0 else 0
-        return 0
-
-    def _last_used(self, addr, off):
-        """Offset just past the last non-0xFF byte of the sector at addr, looking back to off."""
-        buf = self._buf
-        size = len(buf)
-        end = self._ss
-        while end > off:
-            start = end - size if end - size > off else off
-            mv = self._bufv if end - start == size else self._bufv[:end - start]
-            self._rd(addr + start, mv)
-            for k in range(end - start - 1, -1, -1):
-                if buf[k] != 0xFF:
-                    return start + k + 1
-            end = start
-        return off
+        self._open_ok = not anomaly
+        # After an anomaly the sector may hold seqs we could not read: skip past every seq it could hold.
+        self._next = base + self._max_slots if anomaly else last + 1
+        if self._next <= last:
+            self._next = last + 1
+        self._last = last if count else (base - self._hgap_v - 1 if self._count else 0)
+        if self._last < 0:
+            self._last = 0
 
     # --- ring maintenance ----------------------------------------------------------------------------
     def _claim(self):
@@ -499,7 +423,6 @@ class Journal:
             self._off = SECTOR_HDR
             self._open_ok = True
             self._claimed = False
-            self._repair = 0
             return
         raise StoreError("journal worn out: no usable sector left")
 
@@ -513,8 +436,6 @@ class Journal:
             raise StoreError("sequence numbers exhausted")
         need = REC_HDR + n
         for _ in range(self._n):
-            if self._repair:
-                self._void_torn_slot()
             if self._head < 0 or not self._open_ok or self._off + need > self._ss:
                 self._open_sector()
             if self._write(s, payload, n):
@@ -535,21 +456,6 @@ class Journal:
                     self._tail = -1
                 self._retire(self._head)
         raise StoreError("journal worn out: appends keep failing")
-
-    def _void_torn_slot(self):
-        """Program the torn slot's commit byte with its skip distance (in 16-byte units), so walks
-        jump over the garbage to where appends resume. A torn skip byte only gains 1-bits, i.e. a
-        longer jump, still into the erased area; appends resume only after it reads back right."""
-        at = self._head * self._ss + self._repair
-        k = self._repair_k
-        self._repair = 0
-        self._hb[1] = k
-        self.dev.program(at, self._hbv[1:2])
-        self._rd(at, self._hb1)
-        if self._hb[0] != k:
-            self._open_ok = False            # worn: move on to a fresh sector
-            if self._hcount:
-                self._state[self._head] = _WORN
 
     def _write(self, s, payload, n):
         rh = self._rh
@@ -620,6 +526,9 @@ class Journal:
                 r = self._slot(addr, off, True)
                 if r == _END:
                     break
+                if r == _LOST:
+                    self._corrupt += 1
+                    break
                 if r == _OK:
                     q = self._sq
                     if q > last:
@@ -628,9 +537,7 @@ class Journal:
                             yield q, self._pl
                 else:
                     self._corrupt += 1
-                    if r == _LOST or r == _TORN:
-                        break
-                off += self._adv
+                off += REC_HDR + self._ln
             sec = nxt
 
     def _next_live(self, sec):
