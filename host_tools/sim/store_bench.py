@@ -1,4 +1,4 @@
-"""Store benchmark workloads, run on the MicroPython unix port by meterctl.bench_store (one process).
+"""Store benchmark workloads, run on the MicroPython unix port by meterctl.bench_store.
 
 Same workload for both contenders: 64-byte records, each durable before the next (Journal.append;
 littlefs: write + flush). Figures come from the NOR simulator's counters and its datasheet timing
