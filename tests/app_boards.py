@@ -67,4 +67,4 @@ class IcBoard(SampleBoard):
 
         chip = Atm90e32(self.chip_sim.spi, self.chip_sim.cs, phases=(0,))
         chip.configure()
-        return IcEngine(chip, phase=0)
+        return IcEngine(chip, phase=0, **self.ENGINE)

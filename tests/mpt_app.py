@@ -118,7 +118,7 @@ def test_metering_ic_board():
     now = [0]
     board = IcBoard(tmpdir(), sim, lambda: now[0])
     m = Meter(board)
-    for _ in range(30):
+    for _ in range(130):
         sim.advance(1.0)
         now[0] += 1000
         m.step()
@@ -126,7 +126,15 @@ def test_metering_ic_board():
     assert abs(st["window"]["32.7.0"] - 230.0) < 0.05
     assert abs(st["window"]["1.7.0"] - 2300.0) < 2.0
     e = st["registers_wh"]["1.8.0"]
-    assert abs(e - 2300.0 * 30 / 3600) < 0.5
+    assert abs(e - 2300.0 * 130 / 3600) < 0.5
+    # load profile from the chip's registers too: 1-minute intervals ending at 60 s and 120 s
+    from umeter.metering.engine import decode_profile
+
+    profiles = [decode_profile(f) for _, (typ, f) in _decoded(m) if typ == records.REC_PROFILE]
+    assert [p["t_end_s"] for p in profiles] == [60, 120]
+    for p in profiles:
+        assert abs(p["1.8.0"] - 2300.0 * 60 / 3.6) < 2300.0 / 3.6   # mWh, within one poll
+        assert abs(p["32.5.0"] - 230.0) < 0.05 and abs(p["1.6.0"] - 2300.0) < 5.0
     m.checkpoint()
     m2 = Meter(board)
     assert abs(m2.status()["registers_wh"]["1.8.0"] - e) < 0.01

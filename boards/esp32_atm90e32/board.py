@@ -13,7 +13,7 @@ NAME = "esp32_atm90e32"
 ARCH = "xtensawin"
 PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
 CHECKPOINT_S = 60
-ENGINE = {}
+ENGINE = {"profile_min": 15, "demand_s": 60}  # load profile (the chip does the metering)
 CALIBRATION = {}           # ATM90E32 gains/offsets: Atm90e32.set_calibration (see its docstring)
 POWER_FAIL_PIN = None
 WDT_TIMEOUT_MS = 8000
@@ -51,7 +51,7 @@ def sampler():
 def engine(src):
     from umeter.metering.ic_engine import IcEngine
 
-    return IcEngine(metering_ic(), phase=0)
+    return IcEngine(metering_ic(), phase=0, **ENGINE)
 
 
 def keystore():

@@ -36,15 +36,11 @@ from micropython import const
 
 from umeter.metering import kernels
 from umeter.metering import obis
+from umeter.metering.profile import (FLAG_NO_CYCLES, FLAG_PARTIAL, FLAG_SATURATED,  # noqa: F401
+                                     PROFILE_FORMAT, PROFILE_SIZE, PROFILE_VERSION, LoadProfile)
 
 FRAC_BITS = const(24)  # FU per mWh = 2**24
 SNAPSHOT_VERSION = const(1)
-PROFILE_VERSION = const(1)
-PROFILE_FORMAT = "<BBHIIIIIHHHI"
-PROFILE_SIZE = struct.calcsize(PROFILE_FORMAT)  # 34
-FLAG_PARTIAL = const(1)  # the interval did not start at its boundary (start or restore inside it)
-FLAG_NO_CYCLES = const(2)  # some window had no zero crossings (voltage missing or too low)
-FLAG_SATURATED = const(4)  # a delta or the demand did not fit its field and was clamped
 
 _FU_PER_J = (1 << FRAC_BITS) / 3.6
 _TWO_PI = 2.0 * math.pi
@@ -100,16 +96,14 @@ class Engine:
         self.i_nominal = i_nominal
         self.f_nominal = f_nominal
         self.profile_min = int(profile_min)
-        self._prof_n = self.profile_min * 60 * self.rate_hz
-        self._dem_n = int(demand_s) * self.rate_hz
         self._gate_n = int(gate_s * self.rate_hz)
         self.creep_w = 0.5 * start_frac * u_nominal * i_nominal
         self._st = kernels.new_state(self.adc_bits, self.block_pairs)
         self._hyst = max(2, int(0.05 * u_nominal * 1.4142 / self._v_lsb))
         self.set_calibration(calib)
         self._reg = [0, 0, 0, 0]  # FU, order of obis.REGISTERS
-        self.records = []
-        self.max_records = 8
+        self.profile = LoadProfile(self.rate_hz, self.profile_min, demand_s, self.window_n,
+                                   self._registers_fu, self.flush)
         self.status = None
         self.windows = 0
         self._reset_time(0, partial=False)
@@ -147,18 +141,7 @@ class Engine:
         self._pend_p = 0
         self._pend_q = 0
         self._pend_n = 0
-        nxt = (t // self._prof_n + 1) * self._prof_n
-        self._prof_next = nxt
-        self._prof_start = list(self._reg)
-        self._prof_flags = FLAG_PARTIAL if partial or t % self._prof_n else 0
-        self._prof_vmin = 0xFFFF
-        self._prof_vmax = 0
-        self._prof_vsum = 0
-        self._prof_vn = 0
-        self._prof_dmax = 0
-        self._dem_next = (t // self._dem_n + 1) * self._dem_n
-        self._dem_t = t
-        self._dem_e = self._reg[0]
+        self.profile.reset(t, partial)
 
     def _new_window(self, ws, tf, nc):
         self._ws = ws
@@ -301,7 +284,7 @@ class Engine:
         st = self._st
         st[kernels.ZC] = z
         st[kernels.ZL] = max(0, z - self._hyst)
-        self._profile_window(end, vrms, n, freq > 0)
+        self.profile.window(end, vrms, n, freq > 0)
 
     def commit_window(self, e_p, e_q, n):
         """Book one window's signed active and reactive energy (ints, FU) lasting n samples into
@@ -343,69 +326,17 @@ class Engine:
         self._pend_p = self._pend_q = self._pend_n = 0
 
     # --- load profile ---
-    def _profile_window(self, end, vrms, n, has_cycles):
-        v = int(vrms * 100.0 + 0.5)
-        if v > 0xFFFF:
-            v = 0xFFFF
-            self._prof_flags |= FLAG_SATURATED
-        if v < self._prof_vmin:
-            self._prof_vmin = v
-        if v > self._prof_vmax:
-            self._prof_vmax = v
-        self._prof_vsum += v * n
-        self._prof_vn += n
-        if not has_cycles:
-            self._prof_flags |= FLAG_NO_CYCLES
-        near = end + self.window_n // 2  # a period closes at the window end nearest its boundary
-        if near >= self._dem_next:
-            self.flush()
-            de = self._reg[0] - self._dem_e
-            # mW = mWh * 3600 / s = (FU / 2**24) * 3600 * rate / samples
-            dem = (de * 3600 * self.rate_hz) // ((end - self._dem_t) << FRAC_BITS)
-            if dem > self._prof_dmax:
-                self._prof_dmax = dem
-            self._dem_e = self._reg[0]
-            self._dem_t = end
-            while self._dem_next <= near:
-                self._dem_next += self._dem_n
-        if near >= self._prof_next:
-            self.flush()
-            self._emit(self._prof_next)
-            while self._prof_next <= near:
-                self._prof_next += self._prof_n
-            self._prof_start = list(self._reg)
-            self._prof_flags = 0
-            self._prof_vmin = 0xFFFF
-            self._prof_vmax = 0
-            self._prof_vsum = self._prof_vn = 0
-            self._prof_dmax = 0
-
-    def _emit(self, boundary):
-        flags = self._prof_flags
-        deltas = []
-        for k in range(4):
-            d = (self._reg[k] >> FRAC_BITS) - (self._prof_start[k] >> FRAC_BITS)
-            if d > 0xFFFFFFFF:
-                d = 0xFFFFFFFF
-                flags |= FLAG_SATURATED
-            deltas.append(d)
-        dmax = self._prof_dmax
-        if dmax > 0xFFFFFFFF:
-            dmax = 0xFFFFFFFF
-            flags |= FLAG_SATURATED
-        vn = self._prof_vn
-        vavg = (self._prof_vsum + vn // 2) // vn if vn else 0
-        vmin = self._prof_vmin if vn else 0
-        rec = struct.pack(PROFILE_FORMAT, PROFILE_VERSION, flags, self.profile_min,
-                          boundary // self.rate_hz, deltas[0], deltas[1], deltas[2], deltas[3],
-                          vmin, vavg, self._prof_vmax, dmax)
-        self.records.append(rec)
-        if len(self.records) > self.max_records:
-            self.records.pop(0)
-
     def pop_record(self):
         """The oldest load-profile record not yet taken (bytes, PROFILE.md), or None."""
-        return self.records.pop(0) if self.records else None
+        return self.profile.pop_record()
+
+    @property
+    def records(self):
+        """Load-profile records not yet popped (oldest first)."""
+        return self.profile.records
+
+    def _registers_fu(self):
+        return self._reg
 
     # --- registers ---
     def registers(self):

@@ -1,11 +1,13 @@
 """Engine stand-in for boards with a metering IC (ATM90E32): the chip samples and integrates energy;
-this polls it once per second and keeps the same registers, status and snapshot as Engine, so the app
-does not care which one it has. Registers: the checkpointed base plus the chip's energy since start,
-in the Engine's fine units (1 mWh / 2**24). Known gap: no load-profile records on this path yet."""
+this polls it once per second and keeps the same registers, status, snapshot and load profile as
+Engine, so the app does not care which one it has. Registers: the checkpointed base plus the chip's
+energy since start, in the Engine's fine units (1 mWh / 2**24). Meter time is in seconds (one poll
+per second of board time), so the profile boundaries fall on whole polls."""
 import time
 
 from umeter.hal.atm90e32 import engine_status
 from umeter.metering import obis
+from umeter.metering.profile import LoadProfile
 
 FRAC_BITS = 24
 SNAPSHOT_VERSION = 1
@@ -40,7 +42,9 @@ class IcTicker:
 
 
 class IcEngine:
-    def __init__(self, chip, phase=None):
+    rate_hz = 1  # meter time unit: one poll per second
+
+    def __init__(self, chip, phase=None, profile_min=15, demand_s=60):
         self.chip = chip
         self.phase = phase
         self.t = 0
@@ -49,16 +53,21 @@ class IcEngine:
         self._base = [0, 0, 0, 0]  # mWh at the last restore
         self._at_base = [0, 0, 0, 0]  # the driver's cumulative mWh then (it counts from configure())
         self._now = [0, 0, 0, 0]
+        self._fu = [0, 0, 0, 0]
+        self.profile = LoadProfile(1, profile_min, demand_s, 1, self._registers_fu, _nothing)
+        self.profile.reset(0, False)
 
     def feed(self, tick):
         if tick is None:
             return False
         st = engine_status(self.chip.reading(self.phase))
         self._now = [st[code] for code in obis.REGISTERS]
+        self._fu = [m << FRAC_BITS for m in self._mwh()]
         self.t += 1
         self.windows += 1
         st["t"] = self.t
         self.status = st
+        self.profile.window(self.t, _voltage(st), 1, st[obis.FREQUENCY] > 0)
         return True
 
     def _mwh(self):
@@ -66,6 +75,9 @@ class IcEngine:
 
     def registers(self):
         return dict(zip(obis.REGISTERS, self._mwh()))
+
+    def _registers_fu(self):
+        return self._fu
 
     def snapshot(self):
         return [SNAPSHOT_VERSION, FRAC_BITS, self.t] + [m << FRAC_BITS for m in self._mwh()]
@@ -76,6 +88,20 @@ class IcEngine:
         self.t = snap[2]
         self._base = [fu >> FRAC_BITS for fu in snap[3:7]]
         self._at_base = list(self._now)
+        self._fu = [m << FRAC_BITS for m in self._base]
+        self.profile.reset(self.t, True)
 
     def pop_record(self):
-        return None
+        return self.profile.pop_record()
+
+
+def _voltage(status):
+    """The window voltage whichever phase the chip reports (L1, L2 or L3 code)."""
+    for code in (obis.VOLTAGE, "52.7.0", "72.7.0"):
+        if code in status:
+            return status[code]
+    return 0.0
+
+
+def _nothing():
+    pass
