@@ -88,6 +88,17 @@ def test_power_cuts_lose_at_most_one_checkpoint_interval(tmp_path):
         proc.kill()
         proc.wait()
     assert metered > 2300.0 * 60 / 3600  # the run covered well over a few checkpoint intervals
+    # the host verifies every seal and the whole chain of the cut image, and the checkpoints it decrypts
+    # never go backwards
+    out = tmp_path / "export.json"
+    r = meterctl("export", "--image", str(image), "--key-dir", str(image) + ".keys", "--format", "json",
+                 "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    rows = rows["records"] if isinstance(rows, dict) else rows
+    cps = [row["1.8.0"] for row in rows if row["type"] == "checkpoint"]
+    assert len(cps) >= 5 and cps == sorted(cps)
+    assert sum(1 for row in rows if row["type"] == "event" and row["event"] == "boot") == 50
 
 
 def test_one_simulated_hour_heap_flat_no_missed_windows(tmp_path):
