@@ -60,7 +60,7 @@ def register(subparsers):
 
 
 def run(args):
-    from meterctl.device import Device, DeviceError
+    from meterctl.remote import Remote, RemoteError
     from meterctl.keys import KeyFileError, key_id, read_key_file
 
     if not 0 < args.epoch <= 0xFFFFFFFF:
@@ -71,9 +71,9 @@ def run(args):
         raise CliError(str(e)) from None
     want = key_id(key)
     try:
-        with Device(args.port, timeout=args.timeout) as dev:
+        with Remote(args.port, timeout=args.timeout) as dev:
             out = dev.exec(SNIPPET % (key.hex(), args.epoch))
-    except DeviceError as e:
+    except RemoteError as e:
         raise CliError(_no_key(str(e), key)) from None
     words = out.split()
     if len(words) >= 4 and words[0] == "HAVE":

@@ -34,16 +34,14 @@ def run(args, out=None):
         while True:
             header = "umeter on %s   %s   (Ctrl-C stops)" % (args.port, time.strftime("%H:%M:%S"))
             try:
-                if dev is None:
-                    dev = Remote(args.port, timeout=args.timeout).open()
+                if not dev.connected:
+                    dev.open()          # reconnect: the board may have been reset or power-cycled
                 lines = display.render(fetch_status(dev), header)
             except CliError as e:
                 if frames == 0:
                     raise
                 lines = [header, "  no reading: %s (retrying every %gs)" % (e, args.interval)]
-                if dev is not None:
-                    dev.close()
-                    dev = None
+                dev.close()
             display.show(lines, out)
             frames += 1
             if args.count is not None and frames >= args.count:
@@ -52,6 +50,5 @@ def run(args, out=None):
     except KeyboardInterrupt:
         pass
     finally:
-        if dev is not None:
-            dev.close()
+        dev.close()
     return 0

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from meterctl.cli import CliError
-from meterctl.remote import RemoteError
+from meterctl.remote import RemoteError, identify
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = ROOT / "firmware"
@@ -241,10 +241,7 @@ def _arch_fits(code, device_code):
 def check_target(dev, board, items):
     """Refuse, before writing anything, a device that cannot run this build: another MCU family than the
     board's, native code for another CPU, or another .mpy version."""
-    out = dev.exec("import sys\nprint(sys.platform, getattr(sys.implementation, '_mpy', 0))").split()
-    if len(out) != 2 or not out[1].isdigit():
-        raise CliError("the device on %s did not say what it is (%r)" % (dev.port, " ".join(out)[:60]))
-    platform, mpy = out[0], int(out[1])
+    platform, mpy = identify(dev)
     if board.arch is None and platform not in UNIX_PLATFORMS:
         raise CliError("board %s is the virtual board (MicroPython unix port), but the device on %s is %s: "
                        "wrong --board?" % (board.name, dev.port, platform))

@@ -226,51 +226,49 @@ DEVICE_CLEANUP = "del _UmxImage, _umx_journal, _umx_dump\nimport gc\ngc.collect(
 
 
 def read_device(port, timeout=10.0, progress=None, chunk=CHUNK_RECORDS):
-    """Stream the device's journal records over serial. progress(done, total) after each chunk."""
-    from meterctl.device import Device, DeviceError
+    """Stream the device's journal records over serial. progress(done, total) after each chunk.
+    Serial failures are remote.RemoteError, a CliError."""
+    from meterctl.remote import Remote
 
     recs = []
     first = None
     corrupt = 0
     since = 0
-    try:
-        with Device(port, timeout=timeout) as dev:
-            dev.exec(DEVICE_SCRIPT)
-            while True:
-                got = []
-                status = []
+    with Remote(port, timeout=timeout) as dev:
+        dev.exec(DEVICE_SCRIPT)
+        while True:
+            got = []
+            status = []
 
-                def line(text, got=got, status=status):
-                    if text.startswith("R "):
-                        got.append(text)
-                    elif text.startswith("S "):
-                        status.append(text)
+            def line(text, got=got, status=status):
+                if text.startswith("R "):
+                    got.append(text)
+                elif text.startswith("S "):
+                    status.append(text)
 
-                dev.exec("_umx_dump(%d, %d)" % (since, chunk), on_line=line)
-                if len(status) != 1:
-                    raise CliError("the device on %s sent no journal summary (is the umeter firmware "
-                                   "installed?)" % port)
-                for text in got:
-                    seq, rec = _parse_record_line(text, port)
-                    if recs and seq <= recs[-1][0]:
-                        raise CliError("the device on %s sent records out of order (seq %d after %d): "
-                                       "transfer garbled" % (port, seq, recs[-1][0]))
-                    recs.append((seq, rec))
-                try:
-                    last_seq, oldest, bad, count, nxt, ss = (int(v) for v in status[0].split()[1:7])
-                except ValueError:
-                    raise CliError("garbled journal summary from the device on %s" % port) from None
-                if first is None:
-                    first = (oldest, last_seq, ss, count)
-                corrupt = max(corrupt, bad)
-                if progress is not None:
-                    progress(len(recs), max(count, len(recs)))
-                if not nxt:
-                    break
-                since = nxt
-            dev.exec(DEVICE_CLEANUP)
-    except DeviceError as e:
-        raise CliError(str(e)) from None
+            dev.exec("_umx_dump(%d, %d)" % (since, chunk), on_line=line)
+            if len(status) != 1:
+                raise CliError("the device on %s sent no journal summary (is the umeter firmware "
+                               "installed?)" % port)
+            for text in got:
+                seq, rec = _parse_record_line(text, port)
+                if recs and seq <= recs[-1][0]:
+                    raise CliError("the device on %s sent records out of order (seq %d after %d): "
+                                   "transfer garbled" % (port, seq, recs[-1][0]))
+                recs.append((seq, rec))
+            try:
+                last_seq, oldest, bad, count, nxt, ss = (int(v) for v in status[0].split()[1:7])
+            except ValueError:
+                raise CliError("garbled journal summary from the device on %s" % port) from None
+            if first is None:
+                first = (oldest, last_seq, ss, count)
+            corrupt = max(corrupt, bad)
+            if progress is not None:
+                progress(len(recs), max(count, len(recs)))
+            if not nxt:
+                break
+            since = nxt
+        dev.exec(DEVICE_CLEANUP)
     oldest, _, ss, _ = first
     last = recs[-1][0] if recs else first[1]
     return Snapshot(port, recs, oldest, last, corrupt, ss)
