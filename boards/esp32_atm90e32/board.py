@@ -5,9 +5,9 @@ Wiring: ATM90E32 on VSPI (SPI id 2): SCK GPIO18, MOSI GPIO23, MISO GPIO19, CS GP
 W25Q on HSPI (SPI id 1): SCK GPIO14, MOSI GPIO13, MISO GPIO27, CS GPIO26 (GPIO12/15 are boot
 strapping pins, so they are avoided). Keys in esp32.NVS.
 """
-from machine import SPI, WDT, Pin, Timer
+from machine import SPI, WDT, Pin
 
-import micropython
+from umeter.hal import mcu
 
 NAME = "esp32_atm90e32"
 ARCH = "xtensawin"
@@ -65,23 +65,9 @@ def watchdog():
 
 
 def power_fail(callback):
-    if POWER_FAIL_PIN is None:
-        return False
-    Pin(POWER_FAIL_PIN, Pin.IN, Pin.PULL_UP).irq(callback, Pin.IRQ_FALLING)
-    return True
+    return mcu.power_fail_input(POWER_FAIL_PIN, callback)
 
 
 def start_background(step):
-    def tick(_t):
-        try:
-            micropython.schedule(_drain, step)
-        except RuntimeError:
-            pass
-
-    Timer(0).init(period=100, mode=Timer.PERIODIC, callback=tick)
-
-
-def _drain(step):
-    for _ in range(4):
-        if not step():
-            break
+    """A soft timer steps the meter while the REPL waits, so mpremote can talk to a running meter."""
+    mcu.step_in_background(step, timer_id=0, period_ms=100, burst=4)

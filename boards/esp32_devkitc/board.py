@@ -3,9 +3,9 @@
 Wiring: W25Q on VSPI (SPI id 2): SCK GPIO18, MOSI GPIO23, MISO GPIO19, CS GPIO5.
 V on GPIO34 (ADC1_CH6), I on GPIO35 (ADC1_CH7) (ADC2 clashes with Wi-Fi). Keys in esp32.NVS.
 """
-from machine import SPI, WDT, Pin, Timer
+from machine import SPI, WDT, Pin
 
-import micropython
+from umeter.hal import mcu
 
 NAME = "esp32_devkitc"
 ARCH = "xtensawin"
@@ -42,24 +42,9 @@ def watchdog():
 
 
 def power_fail(callback):
-    if POWER_FAIL_PIN is None:
-        return False
-    Pin(POWER_FAIL_PIN, Pin.IN, Pin.PULL_UP).irq(callback, Pin.IRQ_FALLING)
-    return True
+    return mcu.power_fail_input(POWER_FAIL_PIN, callback)
 
 
 def start_background(step):
-    """A soft timer schedules step(): it runs while the REPL waits, so mpremote can talk to the meter."""
-    def tick(_t):
-        try:
-            micropython.schedule(_drain, step)
-        except RuntimeError:
-            pass  # schedule queue full: the next tick catches up
-
-    Timer(0).init(period=20, mode=Timer.PERIODIC, callback=tick)
-
-
-def _drain(step):
-    for _ in range(8):
-        if not step():
-            break
+    """A soft timer steps the meter while the REPL waits, so mpremote can talk to a running meter."""
+    mcu.step_in_background(step, timer_id=0, period_ms=20, burst=8)

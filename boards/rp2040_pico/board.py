@@ -3,9 +3,9 @@
 Wiring: W25Q on SPI0: SCK GP2, MOSI GP3, MISO GP4, CS GP5. V on ADC0 (GP26), I on ADC1 (GP27),
 sampled round-robin into DMA buffers. Keys in a file on the internal littlefs.
 """
-from machine import SPI, WDT, Pin, Timer
+from machine import SPI, WDT, Pin
 
-import micropython
+from umeter.hal import mcu
 
 NAME = "rp2040_pico"
 ARCH = "armv6m"
@@ -42,24 +42,9 @@ def watchdog():
 
 
 def power_fail(callback):
-    if POWER_FAIL_PIN is None:
-        return False
-    Pin(POWER_FAIL_PIN, Pin.IN, Pin.PULL_UP).irq(callback, Pin.IRQ_FALLING)
-    return True
+    return mcu.power_fail_input(POWER_FAIL_PIN, callback)
 
 
 def start_background(step):
-    """A soft timer schedules step(): it runs while the REPL waits, so mpremote can talk to the meter."""
-    def tick(_t):
-        try:
-            micropython.schedule(_drain, step)
-        except RuntimeError:
-            pass
-
-    Timer(-1).init(period=20, mode=Timer.PERIODIC, callback=tick)
-
-
-def _drain(step):
-    for _ in range(8):
-        if not step():
-            break
+    """A soft timer steps the meter while the REPL waits, so mpremote can talk to a running meter."""
+    mcu.step_in_background(step, timer_id=-1, period_ms=20, burst=8)

@@ -27,6 +27,7 @@ Fault injection: corrupt_register() (a bit flip inside the chip -> CRCErrStatus)
 defaults and a new digest), glitch_reads() (MISO bit errors on read responses, LastSPIData stays right),
 and DeadBus for a chip that does not answer (MISO stuck at 0xFF or 0x00).
 """
+from sim.pin import PinSim
 import math
 
 SOFT_RESET = 0x70
@@ -73,32 +74,6 @@ def crc16_ccitt(words):
 
 def _s16(v):
     return v - 0x10000 if v & 0x8000 else v
-
-
-class PinSim:
-    """machine.Pin-like output: value([v]), __call__([v]), on(), off(). Notifies a listener on change."""
-
-    def __init__(self, value=1, listener=None):
-        self._v = value
-        self._listener = listener
-
-    def value(self, v=None):
-        if v is None:
-            return self._v
-        v = 1 if v else 0
-        if v != self._v:
-            self._v = v
-            if self._listener:
-                self._listener(v)
-
-    def __call__(self, v=None):
-        return self.value(v)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
 
 
 class SpiSim:

@@ -28,6 +28,7 @@ Faults: `sim.miso_stuck = 0xFF or 0x00` (no chip: MISO floats high / is held low
 A `PowerCut` from an armed NorFlash propagates out of the CS-high that executes the operation;
 `sim.power_on()` restores power.
 """
+from sim.pin import PinSim
 from sim import chips as _chips
 from sim.nor import TIMING_US, NorFlash, program_time_us
 
@@ -47,39 +48,9 @@ def _model(chip):
     return chip
 
 
-class SimPin:
-    """The chip-select pin: value()/__call__/on()/off()/high()/low(), active low."""
-
-    def __init__(self, sim):
-        self._sim = sim
-        self._level = 1
-
-    def init(self, *args, **kwargs):
-        pass
-
-    def value(self, v=None):
-        if v is None:
-            return self._level
-        v = 1 if v else 0
-        if v != self._level:
-            self._level = v
-            if v:
-                self._sim._deselect()
-            else:
-                self._sim._select()
-        return None
-
-    def __call__(self, v=None):
-        return self.value(v)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
-
-    high = on
-    low = off
+def SimPin(sim):
+    """The chip-select pin (active low): CS low selects the chip, high ends and executes the command."""
+    return PinSim(1, lambda level: sim._deselect() if level else sim._select())
 
 
 class SimSPI:
