@@ -1,8 +1,9 @@
 """Journal and Region checks shared by the CPython (test_journal*.py) and unix-port (mpt_journal.py) tests."""
 from mptest import raises
-from sim.journal_torture import JournalTorture, _Rng
+from sim.journal_torture import JournalTorture, ProgramSpy, _Rng, record_body
 from sim.nor import NorFlash, PowerCut
 from umeter.store import Journal, Region, StoreError, partitions
+from umeter.store.journal import SECTOR_HDR
 
 SS = 4096
 
@@ -33,11 +34,16 @@ def check_roundtrip_and_remount():
     assert list(j2.records()) == written
     st = j2.stats()
     assert st["records"] == 120 and st["oldest_seq"] == seqs[0] and st["last_seq"] == seqs[-1]
+    # no gap across a clean remount
+    assert seqs == list(range(1, 121))
     assert j2.next_seq == seqs[-1] + 1
-    assert j2.append(b"x") == seqs[-1] + 1
+    assert j2.append(b"x") == seqs[-1] + 1 and j2.last_seq == seqs[-1] + 1
+    assert Journal(f).append(b"y") == seqs[-1] + 2
     # records(since=...) starts at the first seq >= since
     mid = seqs[60]
-    assert [s for s, _ in j2.records(since=mid)] == seqs[60:] + [seqs[-1] + 1]
+    j3 = Journal(f)
+    assert [s for s, _ in j3.records(since=mid)] == seqs[60:] + [seqs[-1] + 1, seqs[-1] + 2]
+    assert j3.last_seq == seqs[-1] + 2 and j3.stats()["records"] == 122
 
 
 def check_payload_bounds():
@@ -69,7 +75,7 @@ def check_foreign_device_not_wiped():
 def check_ring_retention_and_capacity():
     f = NorFlash(4 * SS)
     j = Journal(f)
-    per = (SS - 16) // (13 + 64)
+    per = (SS - SECTOR_HDR) // (13 + 64)
     assert j.capacity(64) == 3 * per and j.stats()["capacity_records"] == 3 * per
     written = []
     for i in range(1000):
@@ -94,7 +100,7 @@ def check_mount_reads_headers_and_head_only():
     j2 = Journal(f)
     read = f.stats()["bytes_read"] - before
     assert read == j2.stats()["mount_bytes_read"]
-    assert read <= 64 * 15 + SS
+    assert read <= 64 * 15 + 16 + SS
 
 
 def check_torn_append_never_reuses_seq():
@@ -169,7 +175,7 @@ def check_bit_flips(trials=40, seed=1):
         flips = []
         for _ in range(1 + rng.below(4)):
             a = used[rng.below(len(used))]
-            if a % SS >= 16:           # record areas only here; header flips below
+            if a % SS >= SECTOR_HDR:   # record areas only here; header flips below
                 _flip(f, a, rng.below(8))
                 flips.append(a // SS)
         j2 = Journal(f)
@@ -201,7 +207,7 @@ def check_header_bit_flips(trials=30, seed=2):
             written[j.append(p)] = p
         top = j.last_seq
         sec = rng.below(5)
-        _flip(f, sec * SS + rng.below(16), rng.below(8))
+        _flip(f, sec * SS + rng.below(SECTOR_HDR), rng.below(8))
         j2 = Journal(f)
         for s, p in j2.records():
             assert written.get(s) == p
@@ -240,22 +246,26 @@ def check_end_of_life_raises_store_error():
     assert j.stats()["usable_sectors"] <= 1
 
 
+def _le(v, n):
+    return bytes((v >> (8 * k)) & 0xFF for k in range(n))
+
+
+def forge_header(f, sec, base, gap, last, ec=1):
+    """Program a valid sector header and trailer (JOURNAL.md 1.1) at sector sec, as the journal would."""
+    from binascii import crc32
+    tr = _le(last, 6) + _le(ec, 4) + bytes([2])
+    f.program(sec * SS + SS - 31, tr + _le(crc32(tr), 4))
+    main = bytes([0x4A]) + _le(base, 6) + _le(gap, 4)
+    f.program(sec * SS, main + _le(crc32(main), 4))
+
+
 def check_sequence_exhaustion():
     from umeter.store.journal import SEQ_LIMIT
     f = NorFlash(4 * SS)
     j = Journal(f)
     j.append(b"a")
     # forge a head whose base sits at the top of the 48-bit space: append must refuse, not wrap
-    from binascii import crc32
-    hb = bytearray(15)
-    hb[0] = 0x4A
-    base = SEQ_LIMIT - 1
-    for k in range(6):
-        hb[1 + k] = (base >> (8 * k)) & 0xFF
-    c = crc32(hb[:11])
-    for k in range(4):
-        hb[11 + k] = (c >> (8 * k)) & 0xFF
-    f.program(SS, bytes(hb))
+    forge_header(f, 1, SEQ_LIMIT - 1, 0, 1)
     j2 = Journal(f)
     assert j2.next_seq == SEQ_LIMIT - 1
     assert j2.append(b"b") == SEQ_LIMIT - 1
@@ -324,3 +334,185 @@ def check_torture(rounds, seed, sectors=10, max_ops=24):
     counts = t.dev.stats()["erase_counts"]
     assert min(counts) >= 2
     return s
+
+
+class ZeroBitCut(ProgramSpy):
+    """The armed program call (countdown) raises PowerCut before changing a single bit, after noting
+    whether it carried bytes of the record being appended."""
+
+    def __init__(self, flash):
+        super().__init__(flash)
+        self.countdown = 0
+
+    def program(self, addr, data):
+        if self.countdown:
+            self.countdown -= 1
+            if self.countdown == 0:
+                self.note(addr, data)
+                raise PowerCut("cut before any bit changed")
+        ProgramSpy.program(self, addr, data)
+
+
+def check_zero_bit_cut_never_reissues_seq():
+    """A program cut before it changed any bit leaves no trace on flash, yet its seq may have been
+    used: it must never be handed out again (the sealer's nonce). Cut the k-th program call of the
+    appends of three boots in a row, in a fresh session and right after a mount."""
+    started = 0
+    for remount in (False, True):
+        for k in range(1, 7):
+            f = NorFlash(8 * SS, seed=k)
+            dev = ZeroBitCut(f)
+            j = Journal(dev)
+            base = [(j.append(payload(i, 40)), payload(i, 40)) for i in range(5)]
+            if remount:
+                j = Journal(dev)
+            acked = list(base)
+            for boot in range(3):
+                s = j.next_seq
+                p = payload(100 * k + boot, 600)        # several page pieces
+                dev.body, dev.started = record_body(s, p), False
+                dev.countdown = k
+                try:
+                    assert j.append(p) == s
+                    acked.append((s, p))
+                    dev.countdown = 0
+                except PowerCut:
+                    pass
+                j = Journal(dev)
+                if dev.started:
+                    started += 1
+                    assert j.next_seq > s, (remount, k, boot, s, j.next_seq)
+                got = list(j.records())
+                assert got == acked
+                assert j.last_seq == got[-1][0]
+            other = j.append(b"other")
+            again = list(Journal(dev).records())
+            assert (other > s if dev.started else other >= s) and again[-1] == (other, b"other")
+    assert started >= 10
+
+
+def check_brownout_loop_keeps_history(boots=300):
+    """A meter that browns out in the middle of every boot's first append: each torn slot is voided
+    in place (skip byte), appends resume in the same sector, and no history is recycled."""
+    f = NorFlash(8 * SS, seed=9)
+    j = Journal(f)
+    written = [(j.append(payload(i, 64)), payload(i, 64)) for i in range(100)]
+    for b in range(boots):
+        f.arm_cut(1 + b % 4)           # the intent, the body, or the commit of the boot's append
+        try:
+            s = j.append(payload(1000 + b, 64))
+            written.append((s, payload(1000 + b, 64)))
+            f.disarm_cut()
+        except PowerCut:
+            f.power_on()
+        j = Journal(f)
+        assert j.last_seq == list(j.records())[-1][0]
+    got = list(j.records())
+    assert [g for g in got if g in written] == written           # nothing acknowledged lost
+    extra = [g for g in got if g not in written]                 # cuts after the commit got through
+    assert len(extra) < boots // 3
+    assert j.stats()["records"] == len(got)
+    seqs = [s for s, _ in got]
+    assert seqs == sorted(set(seqs))
+    # torn slots were voided in place: the ring did not wrap, the first sectors were never erased
+    counts = f.stats()["erase_counts"]
+    assert counts[0] == 0 and counts[1] == 0 and counts[-1] == 0
+
+
+def check_brownout_tiny_ring(sectors, boots, seed=1, size=3000):
+    """A 2-4 sector ring of ~3 KB records (one per sector), full, then a cut inside the first append
+    of every boot: torn slots fill the head, which is erased and reopened in place rather than left
+    for its successor. Nothing acknowledged is dropped after the first boot (whose append already
+    recycled the oldest sector, as retention does), however many boots; no seq whose program started
+    comes back."""
+    rng = _Rng(seed)
+    f = NorFlash(sectors * SS, seed=seed)
+    dev = ProgramSpy(f)
+    j = Journal(dev)
+    acked = [(j.append(payload(i, size)), payload(i, size)) for i in range(sectors + 1)]
+    kept = None
+    top = 0                            # highest seq whose program started
+    for b in range(boots):
+        s = j.next_seq
+        p = payload(500 + b, size)
+        dev.body, dev.started = record_body(s, p), False
+        f.arm_cut(1 + rng.below(12))   # a 3,000-byte body takes 12 or more programs: always inside
+        try:
+            j.append(p)
+            raise AssertionError("the cut was meant to land inside the append")
+        except PowerCut:
+            pass
+        f.power_on()
+        if dev.started and s > top:
+            top = s
+        j = Journal(dev)
+        got = list(j.records())
+        if kept is None:
+            kept = got
+            assert kept and kept[-1] == acked[-1] and kept == acked[-len(kept):]
+            assert len(kept) >= j.capacity(size)
+        assert got == kept, (sectors, b)
+        assert j.last_seq == kept[-1][0] and j.next_seq > top
+    assert j.stats()["records"] == len(kept) and j.stats()["oldest_seq"] == kept[0][0]
+    s = j.append(b"after the brown-out")
+    assert list(Journal(dev).records()) == kept + [(s, b"after the brown-out")]
+
+
+def check_retention_with_frequent_cuts(cycles=200):
+    """Four 64-byte appends, then a cut inside the fifth, 200 times on a 10-sector ring: each cut
+    wastes only its torn bytes (rounded up to 32), so the ring keeps close to its capacity (a torn
+    append used to close its sector: about 73 of 780 records were kept)."""
+    rng = _Rng(5)
+    f = NorFlash(10 * SS, seed=5)
+    j = Journal(f)
+    acked = []
+    for c in range(cycles):
+        for i in range(4):
+            p = payload(5 * c + i, 64)
+            acked.append((j.append(p), p))
+        f.arm_cut(1 + rng.below(4))      # the intent, the body or the commit of the fifth
+        try:
+            acked.append((j.append(payload(5 * c + 4, 64)), payload(5 * c + 4, 64)))
+            f.disarm_cut()
+        except PowerCut:
+            f.power_on()
+        j = Journal(f)
+    got = list(j.records())
+    kept = [g for g in got if g in acked]
+    assert kept == acked[-len(kept):]
+    assert len(got) >= 0.8 * j.capacity(64), (len(got), j.capacity(64))
+    st = j.stats()
+    assert st["records"] == len(got) and st["oldest_seq"] == got[0][0] and st["last_seq"] == got[-1][0]
+
+
+def check_worn_flag_survives_reboot():
+    """A record program that does not take in a sector holding records marks it worn on flash; after a
+    reboot the ring still retires it when it comes round instead of erasing and retrying it."""
+    f = NorFlash(4 * SS, seed=3)
+
+    class Flaky(ProgramSpy):
+        fail = False
+
+        def program(self, addr, data):
+            if self.fail and len(data) > 1:
+                self.fail = False
+                data = bytes(data[:-1]) + b"\xff"         # the last byte does not take
+            ProgramSpy.program(self, addr, data)
+
+    dev = Flaky(f)
+    j = Journal(dev)
+    written = [(j.append(payload(i, 64)), payload(i, 64)) for i in range(10)]
+    dev.fail = True
+    written.append((j.append(payload(10, 64)), payload(10, 64)))    # retried in the next sector
+    assert j.stats()["retired_sectors"] == 1
+    j = Journal(dev)
+    assert list(j.records()) == written
+    assert j.stats()["retired_sectors"] == 1                         # the flag is on flash
+    before = f.stats()["erase_counts"][0]
+    for i in range(11, 400):
+        written.append((j.append(payload(i, 64)), payload(i, 64)))
+    assert f.stats()["erase_counts"][0] == before                   # retired, never erased again
+    j = Journal(dev)
+    assert j.stats()["retired_sectors"] == 1 and j.stats()["usable_sectors"] == 3
+    got = list(j.records())
+    assert got == written[-len(got):] and len(got) >= j.capacity(64)

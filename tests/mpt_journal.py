@@ -39,6 +39,17 @@ def test_regions_and_partitions():
     c.check_partitions()
 
 
+def test_zero_bit_cuts_and_worn_flag():
+    c.check_zero_bit_cut_never_reissues_seq()
+    c.check_worn_flag_survives_reboot()
+
+
+def test_brownout_loops_keep_history():
+    c.check_brownout_loop_keeps_history(150)
+    c.check_brownout_tiny_ring(2, 60, seed=7)
+    c.check_brownout_tiny_ring(4, 60, seed=8)
+
+
 def test_power_cut_torture_small_ring():
     c.check_torture(300, 11, sectors=8, max_ops=16)
 

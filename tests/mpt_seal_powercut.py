@@ -57,6 +57,9 @@ def boot(dev, ks, rotate_per_boot):
             dev.f.power_on()
     v = rollback.check(j, ks.mark(), seal.Opener(ks))
     assert v.ok, v  # power cuts are not tampering
+    # the journal's own figure names the newest record the walk found, and the next nonce is above it
+    assert j.last_seq == v.last_seq, (j.last_seq, v.last_seq)
+    assert j.next_seq > j.last_seq
     epoch = ks.rotate() if rotate_per_boot else ks.epoch
     s = seal.Sealer(ks, epoch)
     s.resume(v.last_seq, v.last_tag)

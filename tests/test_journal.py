@@ -85,3 +85,24 @@ def test_torture_cli_prints_cuts_lost_corrupt(capsys):
     assert torture.main(["--cuts", "60", "--sectors", "8"]) == 0
     out = capsys.readouterr().out
     assert "journal: cuts 60  lost 0  corrupt 0" in out and "[journal] 60/60 cuts" in out
+
+
+def test_zero_bit_cut_never_reissues_seq():
+    c.check_zero_bit_cut_never_reissues_seq()
+
+
+def test_brownout_loop_keeps_history():
+    c.check_brownout_loop_keeps_history()
+
+
+@pytest.mark.parametrize("sectors", [2, 3, 4])
+def test_brownout_loop_tiny_ring_drops_nothing(sectors):
+    c.check_brownout_tiny_ring(sectors, 150, seed=sectors)
+
+
+def test_retention_with_frequent_cuts():
+    c.check_retention_with_frequent_cuts()
+
+
+def test_worn_flag_survives_reboot():
+    c.check_worn_flag_survives_reboot()

@@ -20,10 +20,17 @@ def le(v, n):
     return bytes((v >> (8 * k)) & 0xFF for k in range(n))
 
 
-def sector_header(base, word, good_crc, claim):
-    body = bytes([0x4A]) + le(base, 6) + le(word, 4)
+def sector_header(base, gap, good_crc, claim):
+    """The 16 bytes at the start of a sector (JOURNAL.md 1.1)."""
+    body = bytes([0x4A]) + le(base, 6) + le(gap, 4)
     c = crc32(body) if good_crc else crc32(body) ^ 1
     return body + le(c, 4) + bytes([claim])
+
+
+def sector_trailer(last, rev, epoch):
+    """The 40 bytes at the end of a sector: padding, last, erase count, revision, crc, worn, window count."""
+    t = le(last, 6) + le(3, 4) + bytes([rev])
+    return b"\xff" * 9 + t + le(crc32(t), 4) + b"\xff" + bytes([epoch]) + b"\xff" * 14
 
 
 def record(seq, payload, length, good_crc, commit):
@@ -36,7 +43,8 @@ def record(seq, payload, length, good_crc, commit):
 
 piece = st.one_of(
     st.tuples(st.just("hdr"), st.integers(0, SECTORS - 1), seqs, st.integers(0, 0xFFFFFFFF), st.booleans(),
-              st.sampled_from([0xFF, 0x00, 0x7F])),
+              st.sampled_from([0xFF, 0x00, 0x7F]), seqs, st.sampled_from([0xFF, 0xFE, 0x00])),
+    st.tuples(st.just("void"), st.integers(0, SECTORS - 1), st.integers(16, SS - 14), st.integers(1, 0xFE)),
     st.tuples(st.just("rec"), st.integers(0, SECTORS - 1), st.integers(16, SS - 14), seqs,
               st.binary(min_size=1, max_size=64),
               st.one_of(st.none(), st.integers(0, 0xFFFF)),     # None: the true length; else any length
@@ -51,9 +59,12 @@ def build(pieces):
     genuine = {}
     for p in pieces:
         if p[0] == "hdr":
-            _, sec, base, word, good, claim = p
-            h = sector_header(base, word, good, claim)
-            mem[sec * SS:sec * SS + 16] = h
+            _, sec, base, gap, good, claim, last, epoch = p
+            mem[sec * SS:sec * SS + 16] = sector_header(base, gap, good, claim)
+            mem[sec * SS + SS - 40:sec * SS + SS] = sector_trailer(last, 2 if epoch != 0xFE else 1, epoch)
+        elif p[0] == "void":
+            _, sec, off, k = p
+            mem[sec * SS + off] = k
         elif p[0] == "rec":
             _, sec, off, seq, payload, length, good, commit = p
             length = len(payload) if length is None else length

@@ -7,11 +7,60 @@ the cut tears one, power on, remount, and check the oracle:
   - the newest acknowledged record is always present;
   - nothing is returned that was never appended (the in-flight record may appear or not);
   - sequence numbers strictly increase across reboots (next_seq above everything acknowledged,
-    and above the in-flight seq when that record survived).
+    and above the in-flight seq when that record survived);
+  - no seq is reissued once a program of its record's bytes was started, even one cut before it
+    changed a bit: a spy on the device's program calls notes every seq whose body reached a program
+    call; next_seq after a remount must be above all of them, and append must never return one of
+    them for a different payload (the sealer uses seqs as nonces);
+  - last_seq is the seq of the newest record records() returns (0 when none).
 A violation raises AssertionError with the round number. Used by tests and by `make torture`.
 """
+from binascii import crc32
+
 from sim.nor import NorFlash, PowerCut
 from umeter.store.journal import Journal
+
+
+def _le(v, n):
+    return bytes((v >> (8 * k)) & 0xFF for k in range(n))
+
+
+def record_body(seq, payload):
+    """The bytes the journal programs for a record, after its commit byte (JOURNAL.md 1.2)."""
+    head = _le(seq, 6) + _le(len(payload), 2)
+    return head + _le(crc32(payload, crc32(head)), 4) + payload
+
+
+class ProgramSpy:
+    """The flash device, noting whether a program call carried bytes of the record being appended
+    (set .body first). Pieces of two or more bytes are matched inside the body; a one-byte piece only
+    as the body's first byte at the end of a page (the journal splits programs at page boundaries)."""
+
+    def __init__(self, flash):
+        self.f = flash
+        self.size, self.sector_size, self.page_size = flash.size, flash.sector_size, flash.page_size
+        self.readinto = flash.readinto
+        self.body = None
+        self.started = False
+
+    def read(self, addr, n):
+        return self.f.read(addr, n)
+
+    def erase_sector(self, addr):
+        self.f.erase_sector(addr)
+
+    def note(self, addr, data):
+        b = self.body
+        if b is not None and not self.started:
+            d = bytes(data)
+            if len(d) >= 2:
+                self.started = d in b
+            else:
+                self.started = (addr + 1) % self.page_size == 0 and d == b[:1]
+
+    def program(self, addr, data):
+        self.note(addr, data)
+        self.f.program(addr, data)
 
 
 class _Rng:
@@ -35,9 +84,12 @@ class JournalTorture:
 
     def __init__(self, seed=1, sectors=10, sector_size=4096, max_ops=24):
         self.dev = NorFlash(sectors * sector_size, sector_size=sector_size, seed=seed)
+        self.spy = ProgramSpy(self.dev)
         self.rng = _Rng(seed)
         self.max_ops = max_ops
-        self.journal = Journal(self.dev)
+        self.journal = Journal(self.spy)
+        self.started = {}         # seq -> crc32 of the payload whose body reached a program call
+        self.max_started = 0
         self.acked = []           # [(seq, payload)] still expected (pruned as retention drops them)
         self.max_acked = 0
         self.cuts = 0
@@ -66,11 +118,16 @@ class JournalTorture:
         dev = self.dev
         dev.arm_cut(1 + self.rng.below(self.max_ops))
         inflight = None
+        spy = self.spy
         try:
             while True:
                 p = self._payload()
                 inflight = (j.next_seq, p)
-                s = j.append(p)
+                spy.body, spy.started = record_body(inflight[0], p), False
+                try:
+                    s = j.append(p)
+                finally:
+                    self._note_started(inflight)
                 if s != inflight[0] or s <= self.max_acked:
                     raise AssertionError("round %d: append returned seq %d (expected %d, last acked %d)"
                                          % (self.cuts, s, inflight[0], self.max_acked))
@@ -82,8 +139,22 @@ class JournalTorture:
             pass
         dev.power_on()
         self.cuts += 1
-        j = self.journal = Journal(dev)
+        j = self.journal = Journal(spy)
         self.check(j, inflight)
+
+    def _note_started(self, inflight):
+        spy = self.spy
+        s, p = inflight
+        fp = crc32(p)
+        if spy.started:
+            old = self.started.get(s)
+            if old is not None and old != fp:
+                raise AssertionError("round %d: seq %d programmed again for another payload after a "
+                                     "cut had started its program" % (self.cuts, s))
+            self.started[s] = fp
+            if s > self.max_started:
+                self.max_started = s
+        spy.body = None
 
     def check(self, j, inflight):
         got = list(j.records())
@@ -125,12 +196,20 @@ class JournalTorture:
         if j.next_seq <= self.max_acked:
             raise AssertionError("round %d: next_seq %d not above %d"
                                  % (self.cuts, j.next_seq, self.max_acked))
+        if j.next_seq <= self.max_started:
+            raise AssertionError("round %d: next_seq %d would reissue seq %d, whose program had started"
+                                 % (self.cuts, j.next_seq, self.max_started))
+        newest = got[-1][0] if got else 0
+        if j.last_seq != newest:
+            raise AssertionError("round %d: last_seq %d but the newest record is %d"
+                                 % (self.cuts, j.last_seq, newest))
         if self.lost or self.corrupt:
             raise AssertionError("round %d: lost %d, corrupt %d" % (self.cuts, self.lost, self.corrupt))
 
     def summary(self):
         return {"cuts": self.cuts, "lost": self.lost, "corrupt": self.corrupt, "appended": self.appended,
-                "inflight_kept": self.inflight_kept, "torn_skipped": self.torn_skipped}
+                "inflight_kept": self.inflight_kept, "torn_skipped": self.torn_skipped,
+                "started": len(self.started)}
 
 
 def run_rounds(n, seed=1, sectors=10, progress=None):

@@ -6,25 +6,38 @@
     j.last_seq, j.next_seq, j.max_payload, j.stats(payload_size=64), j.capacity(payload_size)
     Journal.format(dev)              # explicit wipe
 
-Sectors form a ring. Each used sector starts with a 16-byte header (format byte, 48-bit base sequence,
-erase count + sequence gap, CRC-32, claim byte); records follow densely: a 13-byte record header
-(commit byte, 48-bit seq, length, CRC-32 over seq+length+payload) then the payload. The body is
-programmed first with the commit byte left at 0xFF, read back and checked, then the commit byte is
-programmed to 0x00 on its own. Mount reads 15 bytes per sector plus the head sector's records.
+Sectors form a ring. Each used sector starts with a 48-byte header (format byte, 48-bit base sequence,
+sequence gap, CRC-32, claim byte; then the newest committed seq at opening, erase count, CRC-32, worn
+flag; then a unary window count). Records follow densely: a 13-byte record header (commit byte, 48-bit
+seq, length, CRC-32 over seq+length+payload) then the payload. Slot i of a sector always uses seq
+base+i. An append programs the commit byte to INTENT, then the body, reads it back, then programs the
+commit byte to 0x00. So any started body shows on flash, and a slot torn by a power cut is voided in
+place (its commit byte becomes a skip count) instead of closing the sector. Mount reads 15 bytes per
+sector plus the head sector.
 """
 from binascii import crc32
 
 from .errors import StoreError
 
-FORMAT = 0x4A           # format/version byte of a journal sector header ("J", version 1)
-SECTOR_HDR = 16         # bytes reserved at the start of every sector
-HDR_READ = 15           # bytes of it read at mount (the claim byte is read for the head only)
+FORMAT = 0x4A           # format byte of a journal sector header ("J"); the layout revision is in the trailer
+REVISION = 2            # trailer byte: layout revision 2 (JOURNAL.md)
+SECTOR_HDR = 16         # bytes reserved at the start of every sector: records start here
+HDR_READ = 15           # bytes 0-14 (format, base, gap, crc) are read for every sector at mount
 CLAIM_AT = 15           # claim byte: programmed to 0x00 before the successor sector is erased
+TRAILER = 40            # bytes reserved at the end of every sector (offsets below are from its start)
+TR_DATA = 9             # 0-8 stay 0xFF: a slot walk probing into the trailer reads an impossible length
+TR_LEN = 16             # 9-14 last, 15-18 erase count, 19 revision, 20-23 crc, 24 worn: read for the head
+TR_WORN = 24            # worn flag: programmed to 0x00 when a record program failed in the sector
+TR_EPOCH = 25           # 25-39: window count in unary (zero bits), see JOURNAL.md 4.2
+EPOCH_LEN = 15
+EPOCH_MAX = 8 * EPOCH_LEN
 REC_HDR = 13            # commit(1) seq(6) length(2) crc(4)
 COMMITTED = 0x00
-SEQ_LIMIT = 1 << 48            # a 48-bit sequence number never wraps: append refuses at the limit
-EC_MASK = 0xFFFFF       # erase count: low 20 bits of the ec/gap word (saturates)
-GAP_MAX = 0xFFF         # gap: high 12 bits
+INTENT = 0xFE           # commit byte programmed before the body: from then on the slot's seq is used
+SKIP_UNIT = 16          # a void slot's commit byte c (even) means: the next slot starts 16 * c bytes further
+SKIP_MAX = 0xFC
+SEQ_LIMIT = 1 << 48     # a 48-bit sequence number never wraps: append refuses at the limit
+WINDOW = 1 << 16        # seqs a claimed sector vouches for per window (see JOURNAL.md 4.2)
 
 # sector states (RAM only, one byte per sector)
 _FREE = 0               # blank or garbage: erased/blank-checked before use
@@ -35,10 +48,12 @@ _WORN = 4               # live, but a program failed in it: retired when the rin
 
 # slot results
 _OK = 0                 # committed, CRC good
-_OPEN = 1               # CRC good, commit byte still 0xFF (the in-flight append of a power cut)
-_BAD = 2                # CRC bad or commit byte torn; length plausible so the walk goes on
-_LOST = 3               # length implausible: the rest of the sector cannot be parsed
+_OPEN = 1               # CRC good but not committed (cut before or during the commit): seq burnt
+_BAD = 2                # committed, then damaged (CRC bad); length plausible so the walk goes on
+_LOST = 3               # committed, length implausible: the rest of the sector cannot be parsed
 _END = 4                # blank record header: end of the sector's records
+_TORN = 5               # body torn by a power cut (CRC bad, commit 0xFF): the last slot written
+_SKIP = 6               # void slot (a torn slot voided, or a burnt seq): the next slot is 16 * c further
 
 # header results
 _H_VALID = 0
@@ -48,6 +63,7 @@ _H_BAD = 3
 
 _FF13 = b"\xff" * REC_HDR
 _ZERO1 = b"\x00"
+_INTENT1 = b"\xfe"
 _ZEROS = b"\x00" * HDR_READ
 
 
@@ -71,22 +87,30 @@ class Journal:
             raise StoreError("journal needs at least 2 sectors of >= 256 bytes")
         self.dev = dev
         self._ss = ss
+        self._end = ss - TRAILER                # records end here
+        self._tr = ss - TRAILER + TR_DATA       # trailer data, from the start of a sector
         self._n = dev.size // ss
-        self.max_payload = min(ss - SECTOR_HDR - REC_HDR, 0xFFFF)
-        self._max_slots = (ss - SECTOR_HDR) // (REC_HDR + 1)
+        self.max_payload = min(self._end - SECTOR_HDR - REC_HDR, 0xFFFF)
+        self._max_slots = (self._end - SECTOR_HDR) // (REC_HDR + 1)
         self._state = bytearray(self._n)
         self._hb = bytearray(SECTOR_HDR)
         self._hbv = memoryview(self._hb)
+        self._xb = bytearray(TR_LEN)
+        self._xbv = memoryview(self._xb)
         self._rh = bytearray(REC_HDR)
         self._rhv = memoryview(self._rh)
         # fixed views, made once: slicing per record would allocate
         self._rh_sl = self._rhv[1:9]            # seq + length: the CRC's header part
         self._hb1 = self._hbv[:1]
+        self._hb2 = self._hbv[1:2]
         self._hb11 = self._hbv[:11]
         self._hb15 = self._hbv[:HDR_READ]
+        self._xb_crc = self._xbv[:11]           # last + erase count + revision: the trailer CRC's span
+        self._xb_prog = self._xbv[:15]          # what opening a sector programs into the trailer
         chunk = dev.page_size if dev.page_size <= ss else ss
         self._buf = bytearray(chunk)
         self._bufv = memoryview(self._buf)
+        self._ep = self._bufv[:EPOCH_LEN]
         self._ff = b"\xff" * chunk
         self._readinto = getattr(dev, "readinto", None)
         self._reads = 0
@@ -136,16 +160,33 @@ class Journal:
             n -= k
         return True
 
+    def _last_used(self, addr, off):
+        """Offset just past the last non-0xFF byte of the record area at addr, looking back down to off."""
+        buf = self._buf
+        size = len(buf)
+        end = self._end
+        while end > off:
+            start = end - size if end - size > off else off
+            mv = self._bufv if end - start == size else self._bufv[:end - start]
+            self._rd(addr + start, mv)
+            for k in range(end - start - 1, -1, -1):
+                if buf[k] != 0xFF:
+                    return start + k + 1
+            end = start
+        return off
+
+    def _byte(self, addr):
+        self._rd(addr, self._hb1)
+        return self._hb[0]
+
     # --- sector headers ------------------------------------------------------------------------------
     def _hdr(self, sec):
-        """Read sector sec's header; on _H_VALID sets self._hbase, self._hgap, self._hec."""
+        """Read sector sec's main header; on _H_VALID sets self._hbase and self._hgap."""
         hb = self._hb
         self._rd(sec * self._ss, self._hb15)
         if hb[0] == FORMAT and crc32(self._hb11) == _get_le32(hb, 11):
             self._hbase = _get_le48(hb, 1)
-            w = _get_le32(hb, 7)
-            self._hec = w & EC_MASK
-            self._hgap = w >> 20
+            self._hgap = _get_le32(hb, 7)
             if self._hbase:                     # seqs start at 1: a zero base is not ours
                 return _H_VALID
         zeros = 0
@@ -161,14 +202,37 @@ class Journal:
             return _H_RETIRED
         return _H_BAD
 
-    def _write_hdr(self, sec, base, gap, ec):
+    def _ext(self, sec):
+        """Read sec's claim byte and trailer: sets self._xclaim and self._xworn; on a good CRC (returns
+        True) also self._xlast and self._xec."""
+        xb = self._xb
+        a = sec * self._ss
+        self._xclaim = self._byte(a + CLAIM_AT) != 0xFF
+        self._rd(a + self._tr, self._xbv)
+        self._xworn = xb[TR_WORN - TR_DATA] != 0xFF
+        if xb[10] != REVISION or crc32(self._xb_crc) != _get_le32(xb, 11):
+            return False
+        self._xlast = _get_le48(xb, 0)
+        self._xec = _get_le32(xb, 6)
+        return True
+
+    def _write_hdr(self, sec, base, gap, last, ec):
+        """Trailer first, then the main header: a valid main header implies a complete trailer."""
+        xb = self._xb
+        _put_le(xb, 0, last, 6)
+        _put_le(xb, 6, ec if ec < 0xFFFFFFFF else 0xFFFFFFFF, 4)
+        xb[10] = REVISION
+        _put_le(xb, 11, crc32(self._xb_crc), 4)
+        addr = sec * self._ss
+        self.dev.program(addr + self._tr, self._xb_prog)
         hb = self._hb
         hb[0] = FORMAT
         _put_le(hb, 1, base, 6)
-        _put_le(hb, 7, (ec if ec < EC_MASK else EC_MASK) | ((gap if gap < GAP_MAX else GAP_MAX) << 20), 4)
+        _put_le(hb, 7, gap if gap < 0xFFFFFFFF else 0xFFFFFFFF, 4)
         _put_le(hb, 11, crc32(self._hb11), 4)
-        self.dev.program(sec * self._ss, self._hb15)
-        return self._hdr(sec) == _H_VALID and self._hbase == base
+        self.dev.program(addr, self._hb15)
+        return (self._hdr(sec) == _H_VALID and self._hbase == base and self._ext(sec)
+                and self._xlast == last and not self._xclaim)
 
     def _retire(self, sec):
         """Zero the header (repeated: a worn cell may need several tries) and never use sec again."""
@@ -178,19 +242,59 @@ class Journal:
             if self._hdr(sec) == _H_RETIRED:
                 return
 
+    def _claim_sec(self, sec):
+        """Program sec's claim byte (once): from now on mount treats sec's successor as in doubt."""
+        a = sec * self._ss + CLAIM_AT
+        if self._byte(a) == 0xFF:
+            self.dev.program(a, _ZERO1)
+
+    def _epochs(self, sec):
+        """Windows sec vouches for, minus one: the zero bits of its window count field."""
+        ev = self._ep
+        self._rd(sec * self._ss + self._end + TR_EPOCH, ev)
+        z = 0
+        for k in range(EPOCH_LEN):
+            b = ev[k]
+            if b != 0xFF:
+                for i in range(8):
+                    if not (b >> i) & 1:
+                        z += 1
+        return z
+
+    def _vouch(self, sec, base):
+        """Claim sec and make it vouch for every seq its successor may burn from self._next on:
+        below base + max_slots + (e + 1) * WINDOW, e = its window count. Mount of a claimed head jumps
+        to that bound, so a successor whose header a cut destroyed never has its seqs reissued."""
+        self._claim_sec(sec)
+        e = self._epochs(sec)
+        while self._next - base > (e + 1) * WINDOW:
+            if e >= EPOCH_MAX:
+                return False
+            a = sec * self._ss + self._end + TR_EPOCH + e // 8
+            self._hb[1] = (0xFF << (e % 8 + 1)) & 0xFF      # clear one more bit, lowest first
+            self.dev.program(a, self._hb2)
+            n = self._epochs(sec)
+            if n <= e:
+                return False
+            e = n
+        return True
+
     # --- record slots --------------------------------------------------------------------------------
     def _slot(self, addr, off, with_payload):
-        """Examine the record slot at sector address addr + off; sets self._sq, self._ln (and self._pl)."""
-        if off + REC_HDR > self._ss:
+        """Examine the record slot at sector address addr + off. Sets self._adv (bytes to the next
+        slot, for the non-final results), self._sq and self._ln (and self._pl when with_payload)."""
+        if off + REC_HDR > self._end:
             return _END
         rh = self._rh
         self._rd(addr + off, self._rhv)
         if rh == _FF13:
             return _END
+        c = rh[0]
         n = rh[7] | (rh[8] << 8)
-        if n < 1 or n > self.max_payload or off + REC_HDR + n > self._ss:
-            return _LOST
+        if n < 1 or n > self.max_payload or off + REC_HDR + n > self._end:
+            return self._uncounted(c, _LOST)
         self._ln = n
+        self._adv = REC_HDR + n
         self._sq = _get_le48(rh, 1)
         crc = crc32(self._rh_sl)
         if with_payload:
@@ -199,12 +303,17 @@ class Journal:
         else:
             crc = self._crc_range(addr + off + REC_HDR, n, crc)
         if crc != _get_le32(rh, 9) or not self._sq:
-            return _BAD
-        if rh[0] == COMMITTED:
-            return _OK
-        if rh[0] == 0xFF:
-            return _OPEN
-        return _BAD
+            return self._uncounted(c, _BAD)
+        return _OK if c == COMMITTED else _OPEN
+
+    def _uncounted(self, c, committed_result):
+        """Classify a slot whose body does not check, by its commit byte (JOURNAL.md 1.2)."""
+        if c == INTENT or c == 0xFF:
+            return _TORN
+        if c == COMMITTED or c & 1:
+            return committed_result
+        self._adv = SKIP_UNIT * c
+        return _SKIP
 
     # --- mount ---------------------------------------------------------------------------------------
     def _succ(self, sec):
@@ -223,10 +332,9 @@ class Journal:
         ss = self._ss
         st = self._state
         self._reads = 0
-        head = -1
-        hbase = -1
+        head = pred = -1
+        hbase = pbase = -1
         hgap = 0
-        hec = 0
         t1 = t2 = -1            # the two oldest live sectors, their bases and gaps
         b1 = b2 = g1 = g2 = 0
         gsum = 0
@@ -234,7 +342,7 @@ class Journal:
         for i in range(n):
             k = self._hdr(i)
             if k == _H_VALID:
-                base, gap, ec = self._hbase, self._hgap, self._hec
+                base, gap = self._hbase, self._hgap
                 st[i] = _LIVE
             elif k == _H_RETIRED:
                 st[i] = _RETIRED
@@ -249,17 +357,20 @@ class Journal:
                 if r != _OK and r != _OPEN:
                     st[i] = _FREE
                     continue
-                base, gap, ec = self._sq, 0, 0
+                base, gap = self._sq, 0
                 st[i] = _DAMAGED
             gsum += gap
             if base > hbase:
-                head, hbase, hgap, hec = i, base, gap, ec
+                head, hbase, hgap, pred, pbase = i, base, gap, head, hbase
+            elif base > pbase:
+                pred, pbase = i, base
             if t1 < 0 or base < b1:
                 t2, b2, g2 = t1, b1, g1
                 t1, b1, g1 = i, base, gap
             elif t2 < 0 or base < b2:
                 t2, b2, g2 = i, base, gap
         self._head = head
+        self._pred, self._pbase = pred, pbase
         self._corrupt = 0
         if head < 0:
             if not retired:
@@ -267,29 +378,43 @@ class Journal:
             self._empty()
             self.mount_bytes_read = self._reads
             return
+        xok = self._ext(head)
+        self._claimed = self._xclaim
+        xlast = self._xlast if xok else -1
+        self._hec_v = self._xec if xok else 0
+        if self._xworn:
+            st[head] = _WORN
         # Claimed successor: its erase had begun, so whatever it still holds is dropped (retention).
-        self._rd(head * ss + CLAIM_AT, self._hb1)
-        self._claimed = self._hb[0] != 0xFF
         if self._claimed:
             v = self._succ(head)
-            if v != head and v == t1 and (st[v] == _LIVE or st[v] == _DAMAGED):
-                st[v] = _FREE
-                gsum -= g1
-                t1, b1, g1 = t2, b2, g2
-            elif v != head and (st[v] == _LIVE or st[v] == _DAMAGED):
-                st[v] = _FREE       # not the oldest: an inconsistent image, counts are approximate
+            if v != head and (st[v] == _LIVE or st[v] == _DAMAGED):
+                st[v] = _FREE       # when v is not the oldest the image is inconsistent: counts approximate
+                if v == t1:
+                    gsum -= g1
+                    t1, b1, g1 = t2, b2, g2
+                if v == pred:
+                    self._pred = -1
         self._tail, self._tbase = t1, b1
-        # Records before the head: seqs are consecutive inside a sector, so the bases telescope.
+        # Records before the head: bases and gaps telescope (JOURNAL.md 4.3).
         count = hbase - b1 - (gsum - g1) if head != t1 else 0
-        self._hbase_v, self._hgap_v, self._hec_v = hbase, hgap, hec
-        self._scan_head(count)
+        self._hbase_v, self._hgap_v = hbase, hgap
+        self._scan_head(count if count > 0 else 0, xlast)
+        if self._claimed:
+            # The successor was being erased or opened: it may have been a sector this one vouched for
+            # (JOURNAL.md 4.2) whose header is gone, with seqs burnt up to the vouched bound.
+            self._open_ok = False
+            self._repair = 0
+            top = hbase + self._max_slots + (self._epochs(head) + 1) * WINDOW
+            if self._next < top:
+                self._next = top
         self.mount_bytes_read = self._reads
 
     def _check_blank(self):
-        """No journal sector found: accept only an erased device (a torn first header is tolerated)."""
+        """No journal sector found: accept only an erased device (a torn first header and trailer
+        are tolerated)."""
         ss = self._ss
         for i in range(self._n):
-            if self._state[i] != _RETIRED and not self._blank(i * ss + SECTOR_HDR, ss - SECTOR_HDR):
+            if self._state[i] != _RETIRED and not self._blank(i * ss + SECTOR_HDR, self._tr - SECTOR_HDR):
                 raise StoreError("not a journal: sector %d holds foreign data (use Journal.format)" % i)
 
     def _empty(self):
@@ -300,55 +425,141 @@ class Journal:
         self._last = 0
         self._off = self._ss
         self._open_ok = False
+        self._hclean = False
         self._hcount = 0
         self._claimed = False
+        self._repair = 0
         self._hbase_v = self._hgap_v = self._hec_v = 0
 
-    def _scan_head(self, before):
+    def _scan_head(self, before, xlast):
+        """Walk the head's slots (bounded by the sector). Every slot used one seq, in order, so the walk
+        knows every seq the sector has used, even those of torn slots."""
         ss = self._ss
-        addr = self._head * ss
+        head = self._head
+        addr = head * ss
         base = self._hbase_v
         off = SECTOR_HDR
         count = 0
-        last = base - 1
-        anomaly = self._state[self._head] != _LIVE
+        last_ok = 0
+        expected = base
+        damaged = self._state[head] != _LIVE and self._state[head] != _WORN
+        skip_at = 0
+        self._repair = 0
         while True:
             r = self._slot(addr, off, False)
             if r == _END:
+                if skip_at and not damaged and self._check_last_skip(addr, skip_at):
+                    off = skip_at + SKIP_UNIT * self._repair_k
                 break
-            if r == _LOST:
-                anomaly = True
+            if r == _TORN or r == _LOST:
                 self._corrupt += 1
+                if r == _TORN and not damaged:
+                    # The cut tore this body: it is the last thing written. Appends resume after its
+                    # last programmed byte, once the slot is voided by its skip byte.
+                    expected += 1
+                    k = self._skip_for(addr, off)
+                    self._repair = off
+                    self._repair_k = k
+                    off += SKIP_UNIT * k
+                else:
+                    damaged = True
                 break
-            if r == _OK and self._sq > last:
-                count += 1
-                last = self._sq
+            skip_at = 0
+            if r == _SKIP:
+                if not damaged:
+                    expected += 1
+                    skip_at = off
+            elif r == _BAD:
+                damaged = True
+                self._corrupt += 1
             else:
-                anomaly = True
-                self._corrupt += 1
-            off += REC_HDR + self._ln
+                if self._sq != expected:
+                    damaged = True
+                if r == _OK:
+                    if self._sq > last_ok:
+                        count += 1
+                        last_ok = self._sq
+                else:
+                    self._corrupt += 1
+                expected += 1
+            off += self._adv
         self._hcount = count
         self._count = before + count
         self._off = off
-        self._open_ok = not anomaly
-        # After an anomaly the sector may hold seqs we could not read: skip past every seq it could hold.
-        self._next = base + self._max_slots if anomaly else last + 1
-        if self._next <= last:
-            self._next = last + 1
-        self._last = last if count else (base - self._hgap_v - 1 if self._count else 0)
-        if self._last < 0:
+        self._hclean = not damaged
+        self._open_ok = not damaged and off + REC_HDR + 1 <= self._end and self._state[head] == _LIVE
+        if self._repair and (self._repair_k > SKIP_MAX or not self._open_ok):
+            self._repair = 0
+            self._open_ok = False           # no room after the torn slot: the sector is done
+        if damaged:
+            # A damaged head may hide seqs: skip past every seq any of its slots could carry.
+            self._next = base + self._max_slots
+            if self._next <= last_ok:
+                self._next = last_ok + 1
+        else:
+            self._next = expected           # every slot with its intent byte programmed used its seq
+        if count:
+            self._last = last_ok
+        elif not self._count:
             self._last = 0
+        elif 0 <= xlast < base and not damaged:
+            self._last = xlast                  # (a record before the head is below its base)
+        else:
+            self._last = self._last_back()
+
+    def _check_last_skip(self, addr, at):
+        """The skip byte just before the end may itself be torn (bits still 1: a jump too long).
+        Recompute it from the bytes it covers; if shorter, schedule the re-program (programming the
+        right value over a torn one gives exactly the right value). True when scheduled."""
+        k = self._skip_for(addr, at)
+        if k < self._byte(addr + at):
+            self._repair = at
+            self._repair_k = k
+            return True
+        return False
+
+    def _skip_for(self, addr, at):
+        """Even skip count covering the slot at `at` up to the last programmed byte of the sector."""
+        u = (self._last_used(addr, at) - at + 2 * SKIP_UNIT - 1) // (2 * SKIP_UNIT)
+        return 2 * u if u > 0 else 2
+
+    def _last_back(self):
+        """Seq of the newest committed record, walking back from the head sector by sector (only when
+        the head holds none and its header extension cannot tell: a damaged header)."""
+        sec = self._head
+        for _ in range(self._n):
+            last = 0
+            for q, _ in self._walk(sec, 0, False):
+                last = q
+            if last:
+                return last
+            sec = self._prev_live(sec)
+            if sec < 0 or sec == self._head:
+                break
+        return 0
+
+    def _prev_live(self, sec):
+        st = self._state
+        n = self._n
+        for k in range(1, n):
+            i = (sec - k) % n
+            s = st[i]
+            if s == _LIVE or s == _DAMAGED or s == _WORN:
+                return i
+        return -1
 
     # --- ring maintenance ----------------------------------------------------------------------------
     def _claim(self):
         if not self._claimed and self._head >= 0:
-            self.dev.program(self._head * self._ss + CLAIM_AT, _ZERO1)
+            self._claim_sec(self._head)
             self._claimed = True
 
     def _drop(self, sec):
         """Ring retention: sec's records are gone; move the tail and the record count on."""
         st = self._state
         st[sec] = _FREE
+        if sec == self._pred:
+            self._pred = -1
         if sec != self._tail:
             return
         n = self._n
@@ -361,6 +572,7 @@ class Journal:
         if nxt < 0:
             self._tail = -1
             self._count = 0
+            self._last = 0
             return
         if nxt == self._head:
             nb, ng = self._hbase_v, self._hgap_v
@@ -369,35 +581,90 @@ class Journal:
         else:
             nb, ng = self._tbase, 0       # damaged header: count becomes approximate
         self._count -= nb - ng - self._tbase
-        if self._count < 0:
+        if self._count <= 0:
             self._count = 0
+            self._last = 0                # the newest record was in the dropped sector
         self._tail, self._tbase = nxt, nb
+
+    def _can_reuse(self):
+        """A head without committed records is erased and reopened in place rather than left for its
+        successor, when leaving it would drop records: a brown-out loop then never eats the history."""
+        h = self._head
+        if h < 0 or self._pred < 0 or self._pred == h or self._hcount or not self._hclean:
+            return False
+        if self._state[h] != _LIVE or self._state[self._pred] == _FREE:
+            return False
+        v = self._succ(h)
+        return v >= 0 and v != h and self._state[v] != _FREE
+
+    def _reuse(self):
+        h = self._head
+        ss = self._ss
+        # If this erase or the header after it is cut, mount sees the predecessor as the head with its
+        # claim byte set and jumps past every seq this sector could have burnt (JOURNAL.md 4.2).
+        if not self._vouch(self._pred, self._pbase):
+            return False
+        # Unmake the header before the erase: a torn erase must never leave it valid over a random mix
+        # of old slots, which a walk could take for a sector that burnt fewer seqs than it did.
+        self.dev.program(h * ss, _ZERO1)
+        ec = self._hec_v + 1
+        self.dev.erase_sector(h * ss)
+        base = self._next
+        gap = self._hgap_v + (base - self._hbase_v)
+        if not self._blank(h * ss, ss) or not self._write_hdr(h, base, gap, self._last, ec):
+            self._retire(h)
+            return False
+        self._set_head(h, base, gap, ec)
+        if self._tail == h:
+            self._tbase = base
+        return True
+
+    def _set_head(self, sec, base, gap, ec):
+        self._state[sec] = _LIVE
+        self._head = sec
+        self._hbase_v, self._hgap_v, self._hec_v = base, gap, ec
+        self._hcount = 0
+        self._off = SECTOR_HDR
+        self._open_ok = True
+        self._hclean = True
+        self._claimed = False
+        self._repair = 0
 
     def _open_sector(self):
         st = self._state
         ss = self._ss
-        cand = self._succ(self._head)
+        h = self._head
+        if self._can_reuse() and self._reuse():
+            return
+        if h >= 0 and st[h] == _RETIRED and self._tail == h:
+            self._tail = -1
+        cand = self._succ(h)
         for _ in range(self._n):
-            if cand < 0 or cand == self._head:
+            if cand < 0 or cand == h:
                 raise StoreError("journal worn out: no usable sector left")
             ec = self._hec_v
             s = st[cand]
             if s == _FREE:
                 dirty = not self._blank(cand * ss, ss)
-                if dirty and self._hdr(cand) == _H_VALID:
-                    ec = self._hec
+                if dirty and self._hdr(cand) == _H_VALID and self._ext(cand):
+                    ec = self._xec
             else:
                 self._claim()
+                worn = s == _WORN
                 if self._hdr(cand) == _H_VALID:
-                    ec = self._hec
+                    if self._ext(cand):
+                        ec = self._xec
+                    worn = worn or self._xworn
                 self._drop(cand)
-                if s == _WORN:
+                if worn:
                     self._retire(cand)
                     cand = self._succ(cand)
                     continue
                 dirty = True
             if dirty:
                 self._claim()
+                if h >= 0 and st[h] != _RETIRED:
+                    self._vouch(h, self._hbase_v)
                 self.dev.erase_sector(cand * ss)
                 ec += 1
                 if not self._blank(cand * ss, ss):
@@ -405,24 +672,25 @@ class Journal:
                     cand = self._succ(cand)
                     continue
             base = self._next
-            gap = base - (self._hbase_v + self._hcount) if self._head >= 0 else 0
+            if h < 0:
+                gap = 0
+            elif st[h] == _RETIRED:
+                gap = base - self._hbase_v + self._hgap_v   # relative to the retired head's predecessor
+            else:
+                gap = base - self._hbase_v - self._hcount
             if gap < 0:
                 gap = 0
-            if not self._write_hdr(cand, base, gap, ec):
+            if not self._write_hdr(cand, base, gap, self._last, ec):
                 self._retire(cand)
                 cand = self._succ(cand)
                 continue
-            if self._head >= 0 and st[self._head] == _DAMAGED:
-                st[self._head] = _LIVE   # a damaged head is just another old sector now
-            st[cand] = _LIVE
+            if h >= 0 and st[h] != _RETIRED:
+                if st[h] == _DAMAGED:
+                    st[h] = _LIVE           # a damaged head is just another old sector now
+                self._pred, self._pbase = h, self._hbase_v
             if self._tail < 0:
                 self._tail, self._tbase = cand, base
-            self._head = cand
-            self._hbase_v, self._hgap_v, self._hec_v = base, gap, ec
-            self._hcount = 0
-            self._off = SECTOR_HDR
-            self._open_ok = True
-            self._claimed = False
+            self._set_head(cand, base, gap, ec)
             return
         raise StoreError("journal worn out: no usable sector left")
 
@@ -435,9 +703,15 @@ class Journal:
         if s >= SEQ_LIMIT:
             raise StoreError("sequence numbers exhausted")
         need = REC_HDR + n
-        for _ in range(self._n):
-            if self._head < 0 or not self._open_ok or self._off + need > self._ss:
+        for _ in range(self._n + 2):
+            if self._head < 0 or not self._open_ok or self._off + need > self._end:
                 self._open_sector()
+            if self._repair:
+                # the torn slot becomes void, so walks jump over its garbage to where appends resume
+                if not self._void(self._repair, self._repair_k):
+                    self._worn_head()
+                    continue
+                self._repair = 0
             if self._write(s, payload, n):
                 self._off += need
                 self._hcount += 1
@@ -446,16 +720,32 @@ class Journal:
                 self._last = s
                 return s
             # The chip did not take the bits: that sector is worn. Same seq and payload go to a fresh
-            # sector (same nonce, same plaintext: nothing new is revealed); this one is retired later.
-            self._open_ok = False
-            if self._hcount:
-                self._state[self._head] = _WORN
-            else:
-                # Nothing committed in it: retire it now, so no two sectors ever share a base seq.
-                if self._tail == self._head:
-                    self._tail = -1
-                self._retire(self._head)
+            # sector (same nonce, same plaintext: nothing new is revealed).
+            self._worn_head()
         raise StoreError("journal worn out: appends keep failing")
+
+    def _worn_head(self):
+        h = self._head
+        self._open_ok = False
+        self._repair = 0
+        if self._hcount:
+            # its committed records stay readable; the flag makes the ring retire it, also after a reboot
+            self._state[h] = _WORN
+            self.dev.program(h * self._ss + self._end + TR_WORN, _ZERO1)
+        else:
+            # Nothing committed in it: retire it now. It may hold bytes of burnt seqs, so claim its
+            # predecessor first: a cut before the next header then makes mount jump past them.
+            if self._pred >= 0:
+                self._vouch(self._pred, self._pbase)
+            self._retire(h)
+
+    def _void(self, off, k):
+        """Program the torn slot's commit byte (INTENT or 0xFF) with skip count k and check it (a torn
+        skip byte only keeps extra 1-bits: a longer jump into erased space, fixed at the next mount)."""
+        at = self._head * self._ss + off
+        self._hb[1] = k
+        self.dev.program(at, self._hb2)
+        return self._byte(at) == k
 
     def _write(self, s, payload, n):
         rh = self._rh
@@ -465,13 +755,15 @@ class Journal:
         rh[8] = n >> 8
         _put_le(rh, 9, crc32(payload, crc32(self._rh_sl)), 4)
         sec = self._head * self._ss
-        addr = sec + self._off + 1            # body first; the commit byte (offset 0) stays 0xFF
+        addr = sec + self._off + 1
+        # The intent first: a cut in the body program, even one that changed no bit, leaves a slot
+        # that visibly used seq s, so s is never handed out again (it is the sealer's nonce).
+        self.dev.program(addr - 1, _INTENT1)
         self._program_body(addr, payload, n)
         if self._slot(sec, self._off, False) != _OPEN or self._sq != s or self._ln != n:
             return False
         self.dev.program(addr - 1, _ZERO1)    # the commit: one byte, after the verified body
-        self._rd(addr - 1, self._hb1)
-        return self._hb[0] == COMMITTED
+        return self._byte(addr - 1) == COMMITTED
 
     def _program_body(self, addr, payload, n):
         """Program rh[1:13] + payload at addr in page-bounded pieces through the staging buffer."""
@@ -505,7 +797,6 @@ class Journal:
         """Yield (seq, payload) oldest to newest for seq >= since; corrupt slots are skipped and counted."""
         if self._head < 0:
             return
-        ss = self._ss
         self._corrupt = 0
         last = -1
         sec = self._next_live(self._head)
@@ -519,26 +810,29 @@ class Journal:
                 if 0 <= nb <= since:
                     sec = nxt
                     continue          # every seq in sec is below the next sector's base
-            addr = sec * ss
-            off = SECTOR_HDR
-            end = self._off if sec == self._head else ss
-            while off < end:
-                r = self._slot(addr, off, True)
-                if r == _END:
-                    break
-                if r == _LOST:
-                    self._corrupt += 1
-                    break
-                if r == _OK:
-                    q = self._sq
-                    if q > last:
-                        last = q
-                        if q >= since:
-                            yield q, self._pl
-                else:
-                    self._corrupt += 1
-                off += REC_HDR + self._ln
+            for q, p in self._walk(sec, since, True):
+                if q > last:
+                    last = q
+                    yield q, p
             sec = nxt
+
+    def _walk(self, sec, since, with_payload):
+        """Committed records of one sector with seq >= since, in slot order (seqs not checked here)."""
+        addr = sec * self._ss
+        off = SECTOR_HDR
+        end = self._off if sec == self._head else self._end
+        while off < end:
+            r = self._slot(addr, off, with_payload)
+            if r == _END:
+                break
+            if r == _OK:
+                if self._sq >= since:
+                    yield self._sq, (self._pl if with_payload else None)
+            elif r != _SKIP:
+                self._corrupt += 1
+                if r == _LOST or r == _TORN:
+                    break
+            off += self._adv
 
     def _next_live(self, sec):
         """The next sector holding records after sec in ring order (the head is last); -1 past the head."""
@@ -563,7 +857,7 @@ class Journal:
     def capacity(self, payload_size):
         """Records of payload_size bytes the ring always retains: all usable sectors but the one
         being recycled (the head sector adds up to one more sector's worth)."""
-        per = (self._ss - SECTOR_HDR) // (REC_HDR + payload_size)
+        per = (self._end - SECTOR_HDR) // (REC_HDR + payload_size)
         usable = self._usable()
         return (usable - 1) * per if usable > 1 else 0
 
@@ -575,34 +869,70 @@ class Journal:
                 u += 1
         return u
 
+    def _oldest(self):
+        """The seq of the oldest slot that holds (or held) a committed record: the tail's base plus the
+        slots a power cut can leave before it (voids, uncommitted and torn slots)."""
+        sec = self._tail
+        for _ in range(self._n):
+            if sec < 0:
+                return 0
+            if sec == self._head:
+                base = self._hbase_v
+            elif self._hdr(sec) == _H_VALID:
+                base = self._hbase
+            else:
+                return self._tbase
+            addr = sec * self._ss
+            off = SECTOR_HDR
+            end = self._off if sec == self._head else self._end
+            while off < end:
+                r = self._slot(addr, off, False)
+                if r == _END or r == _TORN:
+                    break
+                # a cut leaves even commit bytes only (INTENT, or it partly cleared): odd is tampering
+                if r != _SKIP and (r != _OPEN or self._rh[0] & 1):
+                    return base
+                base += 1
+                off += self._adv
+            if sec == self._head:
+                return 0
+            sec = self._next_live(sec)
+        return 0
+
     def stats(self, payload_size=64):
         st = self._state
-        ss = self._ss
         free = 0
         retired = worn = 0
         ec_max = ec_sum = ec_n = 0
         for i in range(self._n):
             s = st[i]
             if s == _FREE:
-                free += ss - SECTOR_HDR
+                free += self._end - SECTOR_HDR
             elif s == _RETIRED:
                 retired += 1
-            elif s == _WORN:
-                worn += 1
             if (s == _LIVE or s == _WORN) and self._hdr(i) == _H_VALID:
-                ec_n += 1
-                ec_sum += self._hec
-                if self._hec > ec_max:
-                    ec_max = self._hec
+                xok = self._ext(i)
+                if self._xworn and i != self._head:
+                    st[i] = s = _WORN          # flagged on flash by an earlier boot
+                if xok:
+                    ec_n += 1
+                    ec_sum += self._xec
+                    if self._xec > ec_max:
+                        ec_max = self._xec
+            if s == _WORN:
+                worn += 1
         if self._head >= 0 and self._open_ok:
-            free += ss - self._off
+            free += self._end - self._off
+        corrupt = self._corrupt
+        oldest = self._oldest() if self._count else 0
+        self._corrupt = corrupt
         return {
             "records": self._count,
-            "oldest_seq": self._tbase if self._count else 0,
+            "oldest_seq": oldest,
             "last_seq": self._last,
             "next_seq": self._next,
             "free_bytes": free,
-            "corrupt_skipped": self._corrupt,
+            "corrupt_skipped": corrupt,
             "mount_bytes_read": self.mount_bytes_read,
             "sectors": self._n,
             "usable_sectors": self._usable(),
