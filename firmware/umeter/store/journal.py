@@ -249,7 +249,7 @@ class Journal:
             self.dev.program(a, _ZERO1)
 
     def _epochs(self, sec):
-        """Windows sec vouches for, minus one: the zero bits of its window count field."""
+        """Windows sec vouches for: the zero bits of its window count field."""
         ev = self._ep
         self._rd(sec * self._ss + self._end + TR_EPOCH, ev)
         z = 0
@@ -262,12 +262,14 @@ class Journal:
         return z
 
     def _vouch(self, sec, base):
-        """Claim sec and make it vouch for every seq its successor may burn from self._next on:
-        below base + max_slots + (e + 1) * WINDOW, e = its window count. Mount of a claimed head jumps
-        to that bound, so a successor whose header a cut destroyed never has its seqs reissued."""
+        """Claim sec (base: its base) and make it vouch for every seq used so far, i.e. below
+        self._next: e windows cover seqs below base + max_slots + e * WINDOW. Mount of a claimed head
+        jumps to that bound, so a successor destroyed by a cut never has its seqs handed out again.
+        Called before the head is erased in place or retired, the only ways a sector that used seqs
+        loses its header while its predecessor is still there."""
         self._claim_sec(sec)
         e = self._epochs(sec)
-        while self._next - base > (e + 1) * WINDOW:
+        while self._next > base + self._max_slots + e * WINDOW:
             if e >= EPOCH_MAX:
                 return False
             a = sec * self._ss + self._end + TR_EPOCH + e // 8
@@ -401,10 +403,10 @@ class Journal:
         self._scan_head(count if count > 0 else 0, xlast)
         if self._claimed:
             # The successor was being erased or opened: it may have been a sector this one vouched for
-            # (JOURNAL.md 4.2) whose header is gone, with seqs burnt up to the vouched bound.
+            # (JOURNAL.md 4.2) whose header is gone, with seqs used up to the vouched bound.
             self._open_ok = False
             self._repair = 0
-            top = hbase + self._max_slots + (self._epochs(head) + 1) * WINDOW
+            top = hbase + self._max_slots + self._epochs(head) * WINDOW
             if self._next < top:
                 self._next = top
         self.mount_bytes_read = self._reads
@@ -663,8 +665,6 @@ class Journal:
                 dirty = True
             if dirty:
                 self._claim()
-                if h >= 0 and st[h] != _RETIRED:
-                    self._vouch(h, self._hbase_v)
                 self.dev.erase_sector(cand * ss)
                 ec += 1
                 if not self._blank(cand * ss, ss):
