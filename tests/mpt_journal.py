@@ -39,8 +39,9 @@ def test_regions_and_partitions():
     c.check_partitions()
 
 
-def test_zero_bit_cuts_and_worn_flag():
+def test_zero_bit_cuts_torn_reuse_and_worn_flag():
     c.check_zero_bit_cut_never_reissues_seq()
+    c.check_torn_reuse_erase_never_reissues()
     c.check_worn_flag_survives_reboot()
 
 

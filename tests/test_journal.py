@@ -100,6 +100,10 @@ def test_brownout_loop_tiny_ring_drops_nothing(sectors):
     c.check_brownout_tiny_ring(sectors, 150, seed=sectors)
 
 
+def test_torn_in_place_erase_never_reissues_seq():
+    c.check_torn_reuse_erase_never_reissues()
+
+
 def test_retention_with_frequent_cuts():
     c.check_retention_with_frequent_cuts()
 

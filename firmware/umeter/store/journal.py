@@ -529,15 +529,18 @@ class Journal:
         """Seq of the newest committed record, walking back from the head sector by sector (only when
         the head holds none and its header extension cannot tell: a damaged header)."""
         sec = self._head
+        corrupt = self._corrupt                 # this walk is not the one stats() reports
         for _ in range(self._n):
             last = 0
             for q, _ in self._walk(sec, 0, False):
                 last = q
             if last:
+                self._corrupt = corrupt
                 return last
             sec = self._prev_live(sec)
             if sec < 0 or sec == self._head:
                 break
+        self._corrupt = corrupt
         return 0
 
     def _prev_live(self, sec):
