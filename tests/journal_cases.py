@@ -3,7 +3,7 @@ from mptest import raises
 from sim.journal_torture import JournalTorture, ProgramSpy, _Rng, record_body
 from sim.nor import NorFlash, PowerCut
 from umeter.store import Journal, Region, StoreError, partitions
-from umeter.store.journal import SECTOR_HDR
+from umeter.store.journal import FORMAT, SECTOR_HDR
 
 SS = 4096
 
@@ -255,8 +255,21 @@ def forge_header(f, sec, base, gap, last, ec=1):
     from binascii import crc32
     tr = _le(last, 6) + _le(ec, 4) + bytes([2])
     f.program(sec * SS + SS - 31, tr + _le(crc32(tr), 4))
-    main = bytes([0x4A]) + _le(base, 6) + _le(gap, 4)
+    main = bytes([FORMAT]) + _le(base, 6) + _le(gap, 4)
     f.program(sec * SS, main + _le(crc32(main), 4))
+
+
+def check_revision_1_image_refused_untouched():
+    """A sector of the earlier layout (format byte 0x4A, no trailer) is not misread: StoreError."""
+    from binascii import crc32
+    f = NorFlash(4 * SS)
+    main = bytes([0x4A]) + _le(1, 6) + _le(0, 4)
+    f.program(0, main + _le(crc32(main), 4))
+    f.program(16, b"\x00" + _le(1, 6) + _le(5, 2) + b"\x12\x34\x56\x78" + b"hello")  # a revision-1 record
+    before = f.read(0, 4 * SS)
+    with raises(StoreError, "not a journal"):
+        Journal(f)
+    assert f.read(0, 4 * SS) == before
 
 
 def check_sequence_exhaustion():

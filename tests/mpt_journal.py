@@ -110,3 +110,7 @@ def test_append_allocates_no_buffers():
     small = _alloc_per_append(16)
     big = _alloc_per_append(1000)
     assert small < 400 and big < 400, (small, big)
+
+
+def test_revision_1_image_refused_untouched():
+    c.check_revision_1_image_refused_untouched()

@@ -133,11 +133,14 @@ class Slot:
 
 def slots(img):
     """Every record slot of the journal partition, in physical order."""
+    mpcompat.install()
+    from umeter.store.journal import FORMAT
+
     out = []
     for sec in range(JOURNAL_SIZE // SECTOR):
         base = sec * SECTOR
         h = img[base:base + 16]
-        if h[0] != 0x4A or crc32(h[:11]) != int.from_bytes(h[11:15], "little"):
+        if h[0] != FORMAT or crc32(h[:11]) != int.from_bytes(h[11:15], "little"):
             continue
         off = 16
         while off + 13 <= SECTOR:

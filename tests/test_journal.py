@@ -110,3 +110,7 @@ def test_retention_with_frequent_cuts():
 
 def test_worn_flag_survives_reboot():
     c.check_worn_flag_survives_reboot()
+
+
+def test_revision_1_image_refused_untouched():
+    c.check_revision_1_image_refused_untouched()

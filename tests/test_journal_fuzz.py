@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sim.nor import NorFlash
 from umeter.store import Journal, StoreError
-from umeter.store.journal import SEQ_LIMIT
+from umeter.store.journal import FORMAT, SEQ_LIMIT
 
 SS = 512
 SECTORS = 4
@@ -22,7 +22,7 @@ def le(v, n):
 
 def sector_header(base, gap, good_crc, claim):
     """The 16 bytes at the start of a sector (JOURNAL.md 1.1)."""
-    body = bytes([0x4A]) + le(base, 6) + le(gap, 4)
+    body = bytes([FORMAT]) + le(base, 6) + le(gap, 4)
     c = crc32(body) if good_crc else crc32(body) ^ 1
     return body + le(c, 4) + bytes([claim])
 

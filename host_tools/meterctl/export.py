@@ -468,7 +468,7 @@ def _check_oldest_end(snapshot, res):
     # must carry the sector's base. A legitimate miss (the sector's only record torn by a power cut)
     # moves the next base by max_slots; anything closer means records were removed or damaged.
     _, _, journal, _, _ = _fw()
-    max_slots = (snapshot.sector_size - journal.SECTOR_HDR) // (journal.REC_HDR + 1)
+    max_slots = journal.max_slots(snapshot.sector_size)
     first, oldest = res.first_seq, snapshot.oldest_seq
     if oldest and oldest < first < oldest + max_slots:
         res.tamper.append((oldest, "records seq %d..%d at the oldest end of the journal are missing or "

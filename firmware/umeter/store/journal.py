@@ -19,7 +19,7 @@ from binascii import crc32
 
 from .errors import StoreError
 
-FORMAT = 0x4A           # format byte of a journal sector header ("J"); the layout revision is in the trailer
+FORMAT = 0x4B           # format byte of a journal sector header: layout revision 2 (revision 1 was 0x4A)
 REVISION = 2            # trailer byte: layout revision 2 (JOURNAL.md)
 SECTOR_HDR = 16         # bytes reserved at the start of every sector: records start here
 HDR_READ = 15           # bytes 0-14 (format, base, gap, crc) are read for every sector at mount
@@ -80,6 +80,11 @@ def _get_le32(buf, at):
     return buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16) | (buf[at + 3] << 24)
 
 
+def max_slots(sector_size):
+    """The most record slots one sector can hold (1-byte payloads): how far a sector's seqs reach."""
+    return (sector_size - TRAILER - SECTOR_HDR) // (REC_HDR + 1)
+
+
 class Journal:
     def __init__(self, dev):
         ss = dev.sector_size
@@ -91,7 +96,7 @@ class Journal:
         self._tr = ss - TRAILER + TR_DATA       # trailer data, from the start of a sector
         self._n = dev.size // ss
         self.max_payload = min(self._end - SECTOR_HDR - REC_HDR, 0xFFFF)
-        self._max_slots = (self._end - SECTOR_HDR) // (REC_HDR + 1)
+        self._max_slots = max_slots(ss)
         self._state = bytearray(self._n)
         self._hb = bytearray(SECTOR_HDR)
         self._hbv = memoryview(self._hb)
