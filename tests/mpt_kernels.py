@@ -3,28 +3,11 @@ import math
 from array import array
 
 import micropython
+from sim.rng import XorShift32 as Rng
 from umeter.metering import kernels as K
 
 HEAPSIZE = "8M"
 I32 = 1 << 31
-
-
-class Rng:
-    """xorshift32: the same stream every run."""
-
-    def __init__(self, seed):
-        self.x = seed
-
-    def next(self):
-        x = self.x
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.x = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
 
 
 def fresh(bits, n, stop=K.NEVER):

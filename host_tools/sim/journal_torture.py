@@ -18,6 +18,7 @@ A violation raises AssertionError with the round number. Used by tests and by `m
 from binascii import crc32
 
 from sim.nor import NorFlash, PowerCut
+from sim.rng import XorShift32
 from umeter.store.journal import Journal
 
 
@@ -63,20 +64,9 @@ class ProgramSpy:
         self.f.program(addr, data)
 
 
-class _Rng:
+class _Rng(XorShift32):
     def __init__(self, seed):
-        self.s = (seed * 2654435761 + 12345) & 0xFFFFFFFF or 1
-
-    def next(self):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
+        XorShift32.__init__(self, (seed * 2654435761 + 12345) & 0xFFFFFFFF or 1)
 
 
 class JournalTorture:

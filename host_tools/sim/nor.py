@@ -12,6 +12,8 @@ A program may not cross a page boundary. Everything random (torn writes, worn-ou
 a private xorshift generator seeded by `seed`, so a run is reproducible on both interpreters.
 """
 
+from sim.rng import XorShift32
+
 # Datasheet model (Winbond W25Q16JV/64JV/128JV, same page/sector timing). Microseconds.
 TIMING_US = {
     "byte_program_first": 30,      # tBP1 typ
@@ -42,20 +44,8 @@ def read_time_us(nbytes):
     return (4 + nbytes) * 8 * 1000000 / READ_CLOCK_HZ
 
 
-class _XorShift32:
-    def __init__(self, seed):
-        self.state = (seed * 2654435761 + 0x9E3779B9) & 0xFFFFFFFF or 0x6D2B79F5
-
-    def next(self):
-        x = self.state
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.state = x
-        return x
-
-    def below(self, n):
-        return self.next() % n if n > 0 else 0
+def _seeded_rng(seed):
+    return XorShift32((seed * 2654435761 + 0x9E3779B9) & 0xFFFFFFFF)
 
 
 class NorFlash:
@@ -66,7 +56,7 @@ class NorFlash:
         self.sector_size = sector_size
         self.page_size = page_size
         self.endurance = endurance
-        self._rng = _XorShift32(seed)
+        self._rng = _seeded_rng(seed)
         self._mem = bytearray(b"\xff" * size)
         self._file = None
         if path is not None:

@@ -13,36 +13,17 @@ never written for that key. Runs unchanged under CPython and MicroPython (common
 import binascii
 
 from sim.nor import NorFlash, PowerCut
+from sim.rng import XorShift32
 from umeter.store.region import Region
 from umeter.store.errors import StoreError
 from umeter.store.state import State, StateFull
 
 
-class Rng:
-    """xorshift32: the same sequence on both interpreters."""
+class Rng(XorShift32):
+    """The torture's generator: xorshift32 seeded its own way (sim/rng.py)."""
 
     def __init__(self, seed):
-        self.s = (seed * 1103515245 + 12345) & 0xFFFFFFFF or 0x2545F491
-
-    def next(self):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x
-
-    def below(self, n):
-        return self.next() % n if n > 0 else 0
-
-    def fill(self, n):
-        b = bytearray(n)
-        for i in range(0, n, 4):
-            x = self.next()
-            for j in range(i, min(i + 4, n)):
-                b[j] = x & 0xFF
-                x >>= 8
-        return bytes(b)
+        XorShift32.__init__(self, (seed * 1103515245 + 12345) & 0xFFFFFFFF or 0x2545F491)
 
 
 class _Counting:
