@@ -114,3 +114,9 @@ def test_append_allocates_no_buffers():
 
 def test_revision_1_image_refused_untouched():
     c.check_revision_1_image_refused_untouched()
+
+
+def test_damaged_worn_and_tied_heads():
+    c.check_damaged_head_trailer_skips_its_seqs()
+    c.check_empty_worn_head_gets_a_successor_above_it()
+    c.check_tied_bases_never_reissue()

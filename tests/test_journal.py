@@ -114,3 +114,15 @@ def test_worn_flag_survives_reboot():
 
 def test_revision_1_image_refused_untouched():
     c.check_revision_1_image_refused_untouched()
+
+
+def test_damaged_head_trailer_skips_its_seqs():
+    c.check_damaged_head_trailer_skips_its_seqs()
+
+
+def test_empty_worn_head_gets_a_successor_above_it():
+    c.check_empty_worn_head_gets_a_successor_above_it()
+
+
+def test_tied_bases_never_reissue():
+    c.check_tied_bases_never_reissue()

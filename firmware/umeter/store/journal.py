@@ -346,6 +346,7 @@ class Journal:
         b1 = b2 = g1 = g2 = 0
         gsum = 0
         retired = 0
+        tie = False             # another sector has the head's base: which one went on is unknown
         for i in range(n):
             k = self._hdr(i)
             if k == _H_VALID:
@@ -369,6 +370,10 @@ class Journal:
             gsum += gap
             if base > hbase:
                 head, hbase, hgap, pred, pbase = i, base, gap, head, hbase
+                tie = False
+            elif base == hbase:
+                tie = True
+                pred, pbase = i, base
             elif base > pbase:
                 pred, pbase = i, base
             if t1 < 0 or base < b1:
@@ -405,7 +410,9 @@ class Journal:
         # Records before the head: bases and gaps telescope (JOURNAL.md 4.3).
         count = hbase - b1 - (gsum - g1) if head != t1 else 0
         self._hbase_v, self._hgap_v = hbase, hgap
-        self._scan_head(count if count > 0 else 0, xlast)
+        # A valid header implies a complete trailer (written first): a bad one, like a tie for the top
+        # base, means the head was damaged, so its walk cannot tell which seqs it used.
+        self._scan_head(count if count > 0 else 0, xlast, tie or not xok)
         if self._claimed:
             # The successor was being erased or opened: it may have been a sector this one vouched for
             # (JOURNAL.md 4.2) whose header is gone, with seqs used up to the vouched bound.
@@ -438,7 +445,7 @@ class Journal:
         self._repair = 0
         self._hbase_v = self._hgap_v = self._hec_v = 0
 
-    def _scan_head(self, before, xlast):
+    def _scan_head(self, before, xlast, suspect):
         """Walk the head's slots (bounded by the sector). Every slot used one seq, in order, so the walk
         knows every seq the sector has used, even those of torn slots."""
         ss = self._ss
@@ -449,7 +456,7 @@ class Journal:
         count = 0
         last_ok = 0
         expected = base
-        damaged = self._state[head] != _LIVE and self._state[head] != _WORN
+        damaged = suspect or (self._state[head] != _LIVE and self._state[head] != _WORN)
         skip_at = 0
         self._repair = 0
         while True:
@@ -505,6 +512,10 @@ class Journal:
                 self._next = last_ok + 1
         else:
             self._next = expected           # every slot with its intent byte programmed used its seq
+            if not self._open_ok and self._next <= base:
+                # The head is left as it is for a new sector, whose base must be above it: two
+                # sectors with one base would make the next mount pick either as the head.
+                self._next = base + 1
         if count:
             self._last = last_ok
         elif not self._count:
@@ -537,8 +548,10 @@ class Journal:
         corrupt = self._corrupt                 # this walk is not the one stats() reports
         for _ in range(self._n):
             last = 0
+            top = self._next if sec == self._head else self._hbase_v
             for q, _ in self._walk(sec, 0, False):
-                last = q
+                if q < top:
+                    last = q
             if last:
                 self._corrupt = corrupt
                 return last
@@ -818,8 +831,12 @@ class Journal:
                 if 0 <= nb <= since:
                     sec = nxt
                     continue          # every seq in sec is below the next sector's base
+            # A sector holds seqs below the next one's base, the head below next_seq: what an
+            # adversarial image stores above that is never returned (nor taken as last_seq), so every
+            # record returned is below next_seq and an append always lands after it.
+            top = self._next if sec == self._head else self._hbase_v
             for q, p in self._walk(sec, since, True):
-                if q > last:
+                if last < q < top:
                     last = q
                     yield q, p
             sec = nxt
