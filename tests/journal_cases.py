@@ -642,3 +642,29 @@ def check_tied_bases_never_reissue():
     assert all(p == b"rec%d" % s for s, p in got)
     assert j.next_seq >= 5 + max_slots(SS)
     _appends_survive(f)
+
+
+def check_junk_behind_the_head_end_never_reissues():
+    """A committed record (seq 4) behind blank space in a head (base 1) whose walk ends at its first
+    slot: only damage or tampering leaves bytes past the end, so the head counts as damaged. Appends
+    go to a new sector above every seq the head could hold, instead of filling the blank space and
+    running into that record on the next walk."""
+    from umeter.store.journal import max_slots
+    f = NorFlash(4 * SS)
+    forge_header(f, 0, 1, 0, 0)
+    f.program(SECTOR_HDR + 200, b"\x00" + record_body(4, b"zz"))
+    j = Journal(f)
+    assert j.next_seq >= 1 + max_slots(SS) and j.last_seq < j.next_seq
+    _appends_survive(f)
+
+
+def check_records_before_the_head_stay_below_its_base():
+    """A sector before the head holding a record with a seq above the head's base (only tampering
+    does that): it is never returned, nor taken for last_seq, so appends land after all records."""
+    f = NorFlash(4 * SS)
+    forge_header(f, 0, 5, 0, 0)
+    forge_header(f, 1, 10, 0, 0)
+    f.program(SECTOR_HDR, b"\x00" + record_body(30, b"zz"))
+    j = Journal(f)
+    assert list(j.records()) == [] and j.last_seq < j.next_seq
+    _appends_survive(f)

@@ -116,7 +116,9 @@ def test_revision_1_image_refused_untouched():
     c.check_revision_1_image_refused_untouched()
 
 
-def test_damaged_worn_and_tied_heads():
+def test_adversarial_heads():
     c.check_damaged_head_trailer_skips_its_seqs()
     c.check_empty_worn_head_gets_a_successor_above_it()
     c.check_tied_bases_never_reissue()
+    c.check_junk_behind_the_head_end_never_reissues()
+    c.check_records_before_the_head_stay_below_its_base()

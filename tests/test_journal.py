@@ -126,3 +126,11 @@ def test_empty_worn_head_gets_a_successor_above_it():
 
 def test_tied_bases_never_reissue():
     c.check_tied_bases_never_reissue()
+
+
+def test_junk_behind_the_head_end_never_reissues():
+    c.check_junk_behind_the_head_end_never_reissues()
+
+
+def test_records_before_the_head_stay_below_its_base():
+    c.check_records_before_the_head_stay_below_its_base()

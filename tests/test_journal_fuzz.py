@@ -121,6 +121,13 @@ def exercise(mem, genuine):
 # head's base, the remount took the old one for the head and the appends vanished
 @example([("hdr", 0, 0, 0, False, 255, 0, 255), ("void", 1, 16, 1), ("hdr", 0, 1, 0, True, 255, 0, 255),
           ("junk", 495, b"\x00\x00")])
+# a committed record behind blank space in the head: the appends filled the gap, and the remount
+# walked on from them into that record
+@example([("hdr", 0, 1, 0, True, 255, 0, 255), ("rec", 0, 70, 4, b"zz", None, True, 0)])
+# a record in a sector before the head with a seq above the head's base: it was returned, and the
+# appends (below it) then lost to it
+@example([("hdr", 0, 5, 0, True, 255, 0, 255), ("hdr", 1, 10, 0, True, 255, 0, 255),
+          ("rec", 0, 16, 30, b"zz", None, True, 0)])
 def test_adversarial_images(pieces):
     mem, genuine = build(pieces)
     exercise(mem, genuine)

@@ -165,11 +165,13 @@ class Journal:
             n -= k
         return True
 
-    def _last_used(self, addr, off):
-        """Offset just past the last non-0xFF byte of the record area at addr, looking back down to off."""
+    def _last_used(self, addr, off, end=0):
+        """Offset just past the last non-0xFF byte of the record area at addr, looking back from end
+        (default: the end of the record area) down to off."""
         buf = self._buf
         size = len(buf)
-        end = self._end
+        if not end:
+            end = self._end
         while end > off:
             start = end - size if end - size > off else off
             mv = self._bufv if end - start == size else self._bufv[:end - start]
@@ -462,8 +464,14 @@ class Journal:
         while True:
             r = self._slot(addr, off, False)
             if r == _END:
-                if skip_at and not damaged and self._check_last_skip(addr, skip_at):
-                    off = skip_at + SKIP_UNIT * self._repair_k
+                if not damaged:
+                    # Appends go on here, so the rest must be erased: a walk after them would take
+                    # anything left there for records of theirs (only damage or tampering leaves any).
+                    probe = off + REC_HDR if off + REC_HDR <= self._end else off    # read blank
+                    if self._last_used(addr, probe) > probe:
+                        damaged = True
+                    elif skip_at and self._check_last_skip(addr, skip_at, min(off, self._end)):
+                        off = skip_at + SKIP_UNIT * self._repair_k
                 break
             if r == _TORN or r == _LOST:
                 self._corrupt += 1
@@ -525,20 +533,22 @@ class Journal:
         else:
             self._last = self._last_back()
 
-    def _check_last_skip(self, addr, at):
+    def _check_last_skip(self, addr, at, end):
         """The skip byte just before the end may itself be torn (bits still 1: a jump too long).
-        Recompute it from the bytes it covers; if shorter, schedule the re-program (programming the
-        right value over a torn one gives exactly the right value). True when scheduled."""
-        k = self._skip_for(addr, at)
+        Recompute it from the bytes it covers (up to end: erased from there on); if shorter, schedule
+        the re-program (programming the right value over a torn one gives exactly the right value).
+        True when scheduled."""
+        k = self._skip_for(addr, at, end)
         if k < self._byte(addr + at):
             self._repair = at
             self._repair_k = k
             return True
         return False
 
-    def _skip_for(self, addr, at):
-        """Even skip count covering the slot at `at` up to the last programmed byte of the sector."""
-        u = (self._last_used(addr, at) - at + 2 * SKIP_UNIT - 1) // (2 * SKIP_UNIT)
+    def _skip_for(self, addr, at, end=0):
+        """Even skip count covering the slot at `at` up to the last programmed byte of the sector (or
+        before end)."""
+        u = (self._last_used(addr, at, end) - at + 2 * SKIP_UNIT - 1) // (2 * SKIP_UNIT)
         return 2 * u if u > 0 else 2
 
     def _last_back(self):
