@@ -98,6 +98,17 @@ def _nonblock(fd):
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
 
 
+def _read_available(fd):
+    """What a non-blocking pty end has to read now; None when nothing (EAGAIN) or the other side is
+    closed (EIO)."""
+    try:
+        return os.read(fd, 4096)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EIO):
+            return None
+        raise
+
+
 class VirtualBoard:
     def __init__(self, board_dir, main=None, heapsize="4M", repo=ROOT, board="sim", extra_path=(),
                  sandbox=True, raw_reset_runs_main=False, crlf=True, micropython=None, env=None, log=None):
@@ -342,25 +353,16 @@ class VirtualBoard:
 
     def _drain_output(self, forward):
         while True:
-            try:
-                data = os.read(self._fw_master, 4096)
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EIO):
-                    return
-                raise
+            data = _read_available(self._fw_master)
             if not data:
                 return
             if forward:
                 self._handle_output(data)
 
     def _pump_output(self):
-        try:
-            data = os.read(self._fw_master, 4096)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EIO):
-                return
-            raise
-        self._handle_output(data)
+        data = _read_available(self._fw_master)
+        if data is not None:
+            self._handle_output(data)
 
     def _handle_output(self, data):
         if self._filter is None:
@@ -398,12 +400,9 @@ class VirtualBoard:
         self._ready.set()
 
     def _pump_input(self):
-        try:
-            data = os.read(self._user_master, 4096)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EIO):
-                return
-            raise
+        data = _read_available(self._user_master)
+        if data is None:
+            return
         if b"\x02" in data:
             self._raw_mode = False  # Ctrl-B: back to the friendly REPL
         self._pending_in += data
