@@ -17,21 +17,20 @@ ATM90E32 (umeter.hal.atm90e32) instead.
 Tested on the unix port with fake ADC and Timer objects (tests/mpt_adc_backends.py): buffer bookkeeping,
 the pacing set-up and no allocation per tick. Not yet run on an ESP32.
 """
-import array
 import time
 
 import machine
 import micropython
-from micropython import const
+
+from umeter.hal.blocks import COUNT_MASK, DoubleBuffered
 
 V_GPIO = 34
 I_GPIO = 35
 ADC1_GPIOS = (32, 33, 34, 35, 36, 37, 38, 39)
 DEFAULT_SKEW_US = 15
-COUNT_MASK = const(0x1FFFFFFF)      # block counter wraps well inside a small int: no allocation in the tick
 
 
-class AdcEsp32:
+class AdcEsp32(DoubleBuffered):
     """Sample source (see notes/sampling.md). v_pin, i_pin: ADC1 GPIO numbers or machine.Pin objects
     (GPIO32..39). `adc_factory`, `timer`, `ticks_us` are for tests: default machine.ADC with 11 dB
     attenuation, machine.Timer(timer_id), time.ticks_us."""
@@ -59,13 +58,10 @@ class AdcEsp32:
         self._ri = self._adc_i.read_u16
         self._timer = timer if timer is not None else machine.Timer(timer_id)
         self._ticks_us = ticks_us or time.ticks_us
-        self._bufs = (array.array("H", bytes(4 * block_pairs)), array.array("H", bytes(4 * block_pairs)))
+        self._init_blocks(block_pairs)
         self._n = 2 * block_pairs
         self._fill = self._bufs[0]
         self._idx = 0
-        self._done = 0
-        self._taken = 0
-        self.overruns = 0
         self.running = False
         self._cb = self._tick
 
@@ -100,14 +96,7 @@ class AdcEsp32:
     def read_block(self):
         """The newest completed block (array('H'), V,I,V,I... 12-bit) or None. Valid until the timer has
         filled the other buffer, i.e. for one block period."""
-        done = self._done
-        fresh = (done - self._taken) & COUNT_MASK
-        if fresh <= 0:
-            return None
-        if fresh > 1:
-            self.overruns += fresh - 1
-        self._taken = done
-        return self._bufs[(done - 1) & 1]
+        return self._newest(self._done)
 
     def measure_skew(self, n=64):
         """Time `n` V reads with ticks_us and set skew_us to the cost of one read (the V-to-I delay).

@@ -19,10 +19,11 @@ block stays valid for one block period (until the DMA comes back to that buffer)
 it at once. If the engine misses blocks, `overruns` counts them; an ADC FIFO overflow (DMA starved, pairs
 could slip) restarts sampling and counts `restarts`. Either means a gap the engine must know about.
 """
-import array
 
 import machine
 from micropython import const
+
+from umeter.hal.blocks import COUNT_MASK, DoubleBuffered
 
 ADC_BASE = const(0x4004C000)
 ADC_CS = ADC_BASE + 0x00
@@ -52,7 +53,6 @@ DREQ_ADC = const(36)
 ADC_CLOCK_HZ = 48_000_000
 CYCLES_PER_CONVERSION = 96
 FIRST_ADC_GPIO = 26
-COUNT_MASK = const(0x1FFFFFFF)      # counter stays a small int (+1 too): hard IRQs must not allocate
 
 
 def divider_for(rate_hz):
@@ -120,7 +120,7 @@ def adc_channel(pin):
     return ch
 
 
-class AdcRp2:
+class AdcRp2(DoubleBuffered):
     """Sample source (see notes/sampling.md). v_pin, i_pin: GPIO numbers or Pins (GP26 = ADC0 ...).
     `mem`, `dma_factory`, `adc_factory` are for tests: default machine.mem32, rp2.DMA, machine.ADC."""
 
@@ -144,12 +144,9 @@ class AdcRp2:
         if dma_factory is None:
             import rp2
             dma_factory = rp2.DMA
-        self._bufs = (array.array("H", bytes(4 * block_pairs)), array.array("H", bytes(4 * block_pairs)))
+        self._init_blocks(block_pairs)
         self._count = 2 * block_pairs
         self._dma = (dma_factory(), dma_factory())
-        self._done = 0
-        self._taken = 0
-        self.overruns = 0
         self.restarts = 0
         self.running = False
         self._irq_a = self._on_a
@@ -219,11 +216,4 @@ class AdcRp2:
             self.restarts += 1
             self.start()
             return None
-        done = self._done                                    # one read: the IRQ may bump it any time
-        fresh = (done - self._taken) & COUNT_MASK
-        if fresh <= 0:
-            return None
-        if fresh > 1:
-            self.overruns += fresh - 1
-        self._taken = done
-        return self._bufs[(done - 1) & 1]
+        return self._newest(self._done)                      # one read: the IRQ may bump it any time
