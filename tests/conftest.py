@@ -1,5 +1,5 @@
-"""Puts firmware/, host_tools/, boards/ and the CPython-only `micropython` shim on sys.path and loads
-the MicroPython test plugin (tests/mpplugin.py)."""
+"""Loads the MicroPython test plugin (tests/mpplugin.py), which puts firmware/, host_tools/ and boards/
+on sys.path with meterctl.mpcompat's `micropython` stand-in."""
 import sys
 from pathlib import Path
 

@@ -5,7 +5,7 @@ MicroPython test modules are files named ``mpt_*.py`` anywhere under tests/. Eac
 firmware/, host_tools/ and boards/ on MICROPYPATH. A module may set ``HEAPSIZE = "8M"`` and
 ``TIMEOUT = 600`` at top level. A MicroPython traceback becomes a pytest failure showing it.
 
-CPython tests get the same source trees on sys.path plus a ``micropython`` compat shim, and the
+CPython tests get the same source trees on sys.path plus meterctl.mpcompat's ``micropython`` stand-in, and the
 ``micropython`` fixture to run a snippet on the unix port and get its output.
 """
 import ast
@@ -23,11 +23,14 @@ MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
 DEFAULT_HEAPSIZE = "4M"
 DEFAULT_TIMEOUT = 300
 
-# CPython side: firmware pure-logic modules and the simulators importable, shim last so a real
-# `micropython` module could never be shadowed on the device (the shim lives only in tests/).
-for _p in [str(p) for p in SOURCE_DIRS] + [str(TESTS), str(TESTS / "cpython_compat")]:
+# CPython side: firmware pure-logic modules and the simulators importable, with meterctl's host-only
+# stand-in for the `micropython` module (the same one meterctl export uses).
+for _p in [str(p) for p in SOURCE_DIRS] + [str(TESTS)]:
     if _p not in sys.path:
-        sys.path.insert(0 if "cpython_compat" not in _p else len(sys.path), _p)
+        sys.path.insert(0, _p)
+from meterctl import mpcompat  # noqa: E402
+
+mpcompat.install()
 
 
 class MicroPythonError(Exception):
