@@ -11,12 +11,10 @@ import argparse
 import importlib
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-for _p in (ROOT / "firmware", ROOT / "host_tools"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from meterctl import mpcompat
+
+mpcompat.install()  # the journal and State under test are the firmware's own modules
 
 TARGETS = ("journal", "state")
 

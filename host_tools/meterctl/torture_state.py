@@ -6,14 +6,11 @@
 The round logic is sim/state_torture.py, the same code the tests run (CPython and the unix port).
 `progress`, if given, is called every 100 rounds with the running counters.
 """
-import sys
 import time
-from pathlib import Path
 
-_FIRMWARE = str(Path(__file__).resolve().parents[2] / "firmware")
-if _FIRMWARE not in sys.path:
-    sys.path.append(_FIRMWARE)        # the State under test is the firmware's own module
+from meterctl import mpcompat
 
+mpcompat.install()  # the State under test is the firmware's own module
 from sim import state_torture  # noqa: E402
 
 

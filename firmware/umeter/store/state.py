@@ -15,11 +15,7 @@ Keys are 1..32 bytes (str keys are stored UTF-8 encoded and come back as bytes);
 """
 import binascii
 
-try:
-    from micropython import const
-except ImportError:          # plain CPython (host tools): const is only an optimisation hint
-    def const(x):
-        return x
+from micropython import const
 
 from .errors import StoreError
 
