@@ -32,18 +32,12 @@ def headless_command(image, scenario_text, seconds, progress_s=60, checkpoint_s=
     return cmd, env
 
 
-def run_headless(args):
-    """`meterctl sim run`: N simulated seconds of the real firmware as fast as the host allows."""
-    scenario = Path(args.scenario).read_text()
-    with tempfile.TemporaryDirectory(prefix="umeter-sim-") as tmp:
-        image = Path(args.image) if args.image else Path(tmp) / "flash.img"
-        if image.exists() and image.stat().st_size != SIM_IMAGE_SIZE:
-            raise CliError("image %s is %d bytes; the sim board's W25Q16JV image is %d"
-                           % (image, image.stat().st_size, SIM_IMAGE_SIZE))
-        image.parent.mkdir(parents=True, exist_ok=True)
-        cmd, env = headless_command(image, scenario, args.seconds, workdir=tmp)
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+def stream_headless(image, scenario_text, seconds, workdir, progress_s=60, on_progress=None):
+    """Run the firmware headless and return its result object; on_progress(obj) sees each progress line.
+    A firmware that stops without a result raises CliError with its last error line."""
+    cmd, env = headless_command(image, scenario_text, seconds, progress_s=progress_s, workdir=workdir)
+    with tempfile.TemporaryFile("w+") as err:  # a file, so a chatty stderr can never block the run
+        proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=err, text=True)
         result = None
         for line in proc.stdout:
             try:
@@ -51,15 +45,33 @@ def run_headless(args):
             except ValueError:
                 continue
             if obj.get("event") == "progress":
-                print("sim: %d/%g simulated s, %.3f Wh imported"
-                      % (obj["t_s"], args.seconds, obj["registers_wh"]["1.8.0"]), file=sys.stderr)
+                if on_progress is not None:
+                    on_progress(obj)
             elif "event" not in obj:
                 result = obj
-        err = proc.stderr.read()
         proc.wait()
-    if proc.returncode != 0 or result is None:
-        detail = (err.strip().splitlines() or ["no output"])[-1]
-        raise CliError("the firmware stopped: %s" % detail)
+        if proc.returncode != 0 or result is None:
+            err.seek(0)
+            detail = (err.read().strip().splitlines() or ["no output"])[-1]
+            raise CliError("the firmware stopped: %s" % detail)
+    return result
+
+
+def run_headless(args):
+    """`meterctl sim run`: N simulated seconds of the real firmware as fast as the host allows."""
+    scenario = Path(args.scenario).read_text()
+
+    def progress(obj):
+        print("sim: %d/%g simulated s, %.3f Wh imported"
+              % (obj["t_s"], args.seconds, obj["registers_wh"]["1.8.0"]), file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="umeter-sim-") as tmp:
+        image = Path(args.image) if args.image else Path(tmp) / "flash.img"
+        if image.exists() and image.stat().st_size != SIM_IMAGE_SIZE:
+            raise CliError("image %s is %d bytes; the sim board's W25Q16JV image is %d"
+                           % (image, image.stat().st_size, SIM_IMAGE_SIZE))
+        image.parent.mkdir(parents=True, exist_ok=True)
+        result = stream_headless(image, scenario, args.seconds, tmp, on_progress=progress)
     if args.json:
         print(json.dumps(result))
     else:

@@ -3,12 +3,12 @@ real sample rate, in accelerated time. Prints heap free (after gc) over time, wi
 and the simulated-seconds-per-host-second figure. Simulator only."""
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from meterctl import simapp
+from meterctl.cli import CliError
 
 SCENARIO = {"vrms": 230.0, "irms": 7.5, "phase_deg": 25.0, "noise_lsb": 2,
             "harmonics": [[3, 1.0, 20.0], [5, 0.5, 10.0]], "seed": 11}
@@ -19,25 +19,21 @@ def main(argv=None):
     ap.add_argument("--hours", type=float, default=24.0)
     args = ap.parse_args(argv)
     seconds = int(args.hours * 3600)
+    mem = []
+
+    def progress(obj):
+        mem.append(obj["mem_free"])
+        print("t=%6.2f h  windows=%d  records=%d  mem_free=%d  import=%.1f Wh"
+              % (obj["t_s"] / 3600, obj["windows"], obj["records"], obj["mem_free"],
+                 obj["registers_wh"]["1.8.0"]), flush=True)
+
     with tempfile.TemporaryDirectory(prefix="umeter-soak-") as tmp:
-        image = Path(tmp) / "soak.img"
-        cmd, env = simapp.headless_command(image, json.dumps(SCENARIO), seconds, progress_s=600, workdir=tmp)
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE, text=True)
-        mem = []
-        result = None
-        for line in proc.stdout:
-            obj = json.loads(line)
-            if obj.get("event") == "progress":
-                mem.append(obj["mem_free"])
-                print("t=%6.2f h  windows=%d  records=%d  mem_free=%d  import=%.1f Wh"
-                      % (obj["t_s"] / 3600, obj["windows"], obj["records"], obj["mem_free"],
-                         obj["registers_wh"]["1.8.0"]), flush=True)
-            elif "event" not in obj:
-                result = obj
-        proc.wait()
-    if proc.returncode != 0 or result is None:
-        print("soak: the firmware stopped (exit %s)" % proc.returncode, file=sys.stderr)
-        return 1
+        try:
+            result = simapp.stream_headless(Path(tmp) / "soak.img", json.dumps(SCENARIO), seconds, tmp,
+                                            progress_s=600, on_progress=progress)
+        except CliError as e:
+            print("soak: %s" % e, file=sys.stderr)
+            return 1
     print("simulated %d s in %.1f host s: %.1f simulated s per host s" % (seconds, result["host_s"],
                                                                          result["sim_s_per_host_s"]))
     print("windows %d (expected about %d), faults %d, records %d, mem_free min/max %d/%d (drift %d bytes)"
