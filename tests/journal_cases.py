@@ -1,6 +1,6 @@
 """Journal and Region checks shared by the CPython (test_journal*.py) and unix-port (mpt_journal.py) tests."""
 from mptest import raises
-from sim.journal_torture import JournalTorture, ProgramSpy, _Rng, record_body
+from harness.journal_torture import JournalTorture, ProgramSpy, _Rng, record_body
 from sim.nor import NorFlash, PowerCut
 from umeter.store import Journal, Region, StoreError, partitions
 from umeter.store.journal import FORMAT, SECTOR_HDR

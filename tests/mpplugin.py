@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 SOURCE_DIRS = [ROOT / "firmware", ROOT / "host_tools", ROOT / "boards"]
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
-MICROPYTHON32 = os.environ.get("UMETER_MICROPYTHON32") or str(ROOT.parent / "shared" / "micropython32" / "micropython")
+MICROPYTHON32 = (os.environ.get("UMETER_MICROPYTHON32")
+                 or str(ROOT.parent / "shared" / "micropython32" / "micropython"))
 LANE32_HINT = ("the 32-bit MicroPython lane did not run: no executable at %s (set UMETER_MICROPYTHON32, "
                "or `make micropython32` on a machine that reaches GitHub)" % MICROPYTHON32)
 LANE_SLOWDOWN = {"mp64": 1, "mp32": 3}
@@ -121,8 +122,9 @@ class MicroPythonFile(pytest.File):
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
                 for lane in lanes():
-                    yield MicroPythonItem.from_parent(self, name="%s[%s]" % (node.name, lane), function=node.name,
-                                                      lane=lane, settings=settings, lineno=node.lineno)
+                    yield MicroPythonItem.from_parent(self, name="%s[%s]" % (node.name, lane),
+                                                      function=node.name, lane=lane, settings=settings,
+                                                      lineno=node.lineno)
 
 
 class MicroPythonItem(pytest.Item):
@@ -154,7 +156,8 @@ class MicroPythonItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return self.path, self.lineno - 1, "[micropython %s] %s::%s" % (self.lane, self.path.name, self.function)
+        where = "[micropython %s] %s::%s" % (self.lane, self.path.name, self.function)
+        return self.path, self.lineno - 1, where
 
 
 def pytest_collect_file(file_path, parent):

@@ -3,7 +3,7 @@ import gc
 
 import micropython
 import state_cases
-from sim import state_torture
+from harness import state_torture
 from state_cases import RamDev
 from umeter.store.state import State
 

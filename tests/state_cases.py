@@ -3,7 +3,7 @@ import binascii
 
 from mptest import raises
 from sim.nor import NorFlash, PowerCut
-from sim.state_torture import Rng
+from harness.state_torture import Rng
 from umeter.store import StoreError
 from umeter.store.region import Region
 from umeter.store.state import MAX_KEY, State, StateFull

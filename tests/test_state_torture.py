@@ -1,10 +1,10 @@
 """Power-cut torture of State under CPython: 4,000 cuts with torn programs and torn erases.
 
 Each round cuts power at a random program/erase (inside puts, deletes, automatic and explicit
-compactions), remounts and checks every key against the acknowledged operations (sim/state_torture.py).
+compactions), remounts and checks every key against the acknowledged operations (harness/state_torture.py).
 """
 import pytest
-from sim import state_torture
+from harness import state_torture
 from umeter.store.state import State
 
 CONFIGS = [

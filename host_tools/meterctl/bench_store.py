@@ -1,6 +1,6 @@
 """`make bench-store`: our Journal vs MicroPython's littlefs (vfs.VfsLfs2) on a simulated W25Q16JV.
 
-Both run in one MicroPython unix-port process (sim/store_bench.py) on the NOR simulator: 64-byte
+Both run in one MicroPython unix-port process (harness/store_bench.py) on the NOR simulator: 64-byte
 records, each durable before the next. Printed: flash bytes programmed per payload byte, sector
 erases per 1,000 records, erase count max/mean, modelled busy time per record (datasheet typical),
 bytes read by mount, projected years until the first sector reaches 100,000 erases at one record
@@ -39,9 +39,9 @@ def _port(code, heapsize):
 def run_port(records, lfs_records):
     # The comparison runs in one process; the 16 MiB image gets its own (a small heap keeps the
     # garbage collector's sweeps, and so the printed host times, representative).
-    lines = _port("import sim.store_bench as b; b.journal_2mib(%d); b.littlefs_2mib(%d)"
+    lines = _port("import harness.store_bench as b; b.journal_2mib(%d); b.littlefs_2mib(%d)"
                   % (records, lfs_records), "12M")
-    lines += _port("import sim.store_bench as b; b.journal_16mib_mount()", "48M")
+    lines += _port("import harness.store_bench as b; b.journal_16mib_mount()", "48M")
     return {d["name"]: d for d in lines}
 
 

@@ -11,7 +11,7 @@ from meterctl import display as screen
 from meterctl.cli import CliError
 from meterctl.vboard import ROOT, find_micropython
 
-RUNNER = ROOT / "host_tools" / "sim" / "run_meter.py"
+RUNNER = ROOT / "host_tools" / "vboard" / "run_meter.py"
 HEADLESS_HEAP = "24M"
 SIM_IMAGE_SIZE = 2 * 1024 * 1024
 

@@ -2,7 +2,7 @@
 
 Each target is a torture object with round() (one cut, remount, oracle checks; AssertionError on a
 violation) and summary() -> {"cuts", "lost", "corrupt", ...}. The journal target is
-sim.journal_torture.JournalTorture, the same round the tests run. Other targets are plugged in by
+harness.journal_torture.JournalTorture, the same round the tests run. Other targets are plugged in by
 name: a module meterctl.torture_<target>, imported only when that target is asked for, providing
 either make(seed) -> torture object, or run(cuts, seed=, progress=) -> {"cuts", "lost", "corrupt", ...}
 (progress called with the running counters).
@@ -21,7 +21,7 @@ TARGETS = ("journal", "state")
 
 def make_target(name, seed, sectors):
     if name == "journal":
-        from sim.journal_torture import JournalTorture
+        from harness.journal_torture import JournalTorture
         return JournalTorture(seed=seed, sectors=sectors, max_ops=48)
     module = importlib.import_module("meterctl.torture_" + name)   # lazily: only when asked for
     if hasattr(module, "make"):

@@ -3,7 +3,7 @@
     from meterctl import torture_state
     torture_state.run(cuts, seed=0, progress=None) -> dict(cuts=, lost=, corrupt=, seconds=, ...)
 
-The round logic is sim/state_torture.py, the same code the tests run (CPython and the unix port).
+The round logic is harness/state_torture.py, the same code the tests run (CPython and the unix port).
 `progress`, if given, is called every 100 rounds with the running counters.
 """
 import time
@@ -11,7 +11,7 @@ import time
 from meterctl import mpcompat
 
 mpcompat.install()  # the State under test is the firmware's own module
-from sim import state_torture  # noqa: E402
+from harness import state_torture  # noqa: E402
 
 
 def run(cuts, seed=0, progress=None, **geometry):

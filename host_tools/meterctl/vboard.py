@@ -7,7 +7,7 @@ USB serial port, so ``mpremote connect /dev/pts/N ...`` and meterctl work agains
         vb.restart()                                     # a clean hard reset (power-on boot)
 
 How it works:
-- The firmware process is ``micropython -X heapsize=H host_tools/sim/boardfs.py`` with MICROPYPATH =
+- The firmware process is ``micropython -X heapsize=H host_tools/vboard/boardfs.py`` with MICROPYPATH =
   .frozen:<repo>/firmware:<repo>/host_tools:<repo>/boards/sim, cwd = the board directory. boardfs.py
   mounts the board directory as ``/`` (``vfs.VfsPosix``), the source trees read-only at ``/.hostN``,
   runs main.py and falls through to the REPL. The board directory is the board's flash: it survives
@@ -61,9 +61,9 @@ import tty
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOTSTRAP = ROOT / "host_tools" / "sim" / "boardfs.py"
-HARD_RESET_STATUS = 86  # sim/boardfs.py and sim/vbmachine.py use the same value
-SANDBOX_FAILED_STATUS = 87  # sim/boardfs.py could not mount the board directory as /
+BOOTSTRAP = ROOT / "host_tools" / "vboard" / "boardfs.py"
+HARD_RESET_STATUS = 86  # vboard/boardfs.py and vboard/vbmachine.py use the same value
+SANDBOX_FAILED_STATUS = 87  # vboard/boardfs.py could not mount the board directory as /
 CRASH_LOOP = 5           # this many boots in a row that end before reaching the REPL: give up
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_PROMPT = b">>> "

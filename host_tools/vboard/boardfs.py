@@ -58,7 +58,7 @@ def _sandbox(board_dir):
 
 def _install_machine_reset():
     import sys
-    from sim import vbmachine
+    from vboard import vbmachine
     sys.modules["machine"] = vbmachine
 
 

@@ -1,10 +1,10 @@
 """The unix port's ``machine`` module plus ``reset()``, for the virtual board (installed as
-sys.modules["machine"] by sim/boardfs.py). MicroPython unix port only."""
+sys.modules["machine"] by vboard/boardfs.py). MicroPython unix port only."""
 import sys
 
 from machine import *  # noqa: F401,F403
 
-HARD_RESET_STATUS = 86  # same value as sim/boardfs.py: the host boots the board again, main.py included
+HARD_RESET_STATUS = 86  # same value as vboard/boardfs.py: the host boots the board again, main.py included
 
 
 def reset():

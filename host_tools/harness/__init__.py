@@ -1,0 +1,2 @@
+"""Torture, soak and benchmark drivers that run on either interpreter
+(CPython and the MicroPython unix port)."""
