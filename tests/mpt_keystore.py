@@ -114,24 +114,95 @@ def test_no_default_key_and_clear_refusals():
     assert KEY1.hex() not in repr(ks)
 
 
-def test_damaged_entries_are_reported_not_used():
-    from umeter.hal.keystore import KeystoreError
+def _flip(path, at=5):
+    with open(path, "rb") as f:
+        blob = bytearray(f.read())
+    blob[at] ^= 0x04
+    with open(path, "wb") as f:
+        f.write(blob)
+
+
+def test_damaged_keys_are_reported_never_used_and_never_stop_the_meter():
     d = tmpdir() + "/dmg"
     ks = file_store("dmg")
     ks.provision(KEY1)
-    ks.set_mark(7, b"\x01" * 16)
-    for name in ("keys", "mark"):
-        with open(d + "/" + name + ".bin", "rb") as f:
-            blob = bytearray(f.read())
-        blob[5] ^= 0x04
-        with open(d + "/" + name + ".bin", "wb") as f:
-            f.write(blob)
-    with raises(KeystoreError, match="damaged"):
-        file_store("dmg")
+    _flip(d + "/keys.bin")
+    ks = file_store("dmg")  # opening never raises: the meter must still meter
+    assert not ks.provisioned and "damaged" in ks.damage["keys"] and "meterctl provision" in ks.damage["keys"]
+    with raises(KeyMissing, match="damaged"):
+        ks.require()
     with open(d + "/keys.bin", "wb") as f:
         f.write(b"")
-    with raises(KeystoreError):
-        file_store("dmg")
+    assert "keys" in file_store("dmg").damage
+
+
+def test_mark_two_copies_survive_one_damaged_copy_and_never_move_back():
+    from umeter.hal.keystore import KeystoreError
+    d = tmpdir() + "/hwm"
+    ks = file_store("hwm")
+    assert ks.high_water() is None and ks.mark() is None
+    ks.advance_mark(10, b"\x01" * 16, epoch=3, registers={"1.8.0": 5000, "2.8.0": 7})
+    ks.advance_mark(20, b"\x02" * 16, epoch=3, registers={"1.8.0": 6000, "2.8.0": 7})
+    m = file_store("hwm").high_water()
+    assert (m.seq, m.epoch, m.registers) == (20, 3, {"1.8.0": 6000, "2.8.0": 7})
+    newest = "hwm1" if m.generation == 2 else "hwm0"
+    _flip(d + "/" + newest + ".bin")
+    m = file_store("hwm").high_water()  # the older copy: a lower floor, never garbage, never "no mark"
+    assert (m.seq, m.registers["1.8.0"]) == (10, 5000)
+    with raises(ValueError, match="cannot lower register 1.8.0"):
+        ks.advance_mark(30, b"\x03" * 16, epoch=3, registers={"1.8.0": 4999})
+    with raises(ValueError, match="cannot move back"):
+        ks.advance_mark(5, b"\x03" * 16, epoch=3, registers={"1.8.0": 5000})
+    # a later key epoch is a later position even with a lower seq (the flash was rolled back)
+    ks.advance_mark(5, b"\x04" * 16, epoch=4, registers={"1.8.0": 6100})
+    m = file_store("hwm").high_water()
+    assert (m.epoch, m.seq, m.registers) == (4, 5, {"1.8.0": 6100, "2.8.0": 7})
+    _flip(d + "/hwm0.bin")
+    _flip(d + "/hwm1.bin")
+    with raises(KeystoreError, match="damaged"):
+        file_store("hwm").high_water()
+
+
+def test_registers_beyond_2_to_40_mwh_fit_the_mark_and_nonsense_is_refused():
+    from umeter.hal.keystore import KeystoreError
+    ks = file_store("big")
+    big = (1 << 48) + 12345
+    ks.advance_mark(1, b"\x05" * 16, epoch=1, registers={"1.8.0": big})
+    assert file_store("big").high_water().registers["1.8.0"] == big
+    with raises(KeystoreError, match="out of range"):
+        ks.advance_mark(2, b"\x05" * 16, epoch=1, registers={"1.8.0": 1 << 64})
+    assert file_store("big").high_water().registers["1.8.0"] == big
+
+
+def test_revision_1_mark_is_read_then_replaced():
+    import struct
+    from umeter.hal.keystore import _seal_blob
+    ks = file_store("v1")
+    with open(tmpdir() + "/v1/mark.bin", "wb") as f:
+        f.write(_seal_blob(struct.pack(">QB", 77, 16) + b"\x07" * 16))
+    assert file_store("v1").mark() == (77, b"\x07" * 16)
+    ks.advance_mark(78, b"\x08" * 16, epoch=2, registers={"1.8.0": 1})
+    assert sorted(os.listdir(tmpdir() + "/v1")) == ["hwm0.bin"]
+
+
+def test_tamper_log_lasts_and_only_acknowledge_ends_active():
+    d = tmpdir() + "/tl"
+    ks = file_store("tl")
+    assert not ks.tamper_log().active and ks.tamper_log().count == 0
+    for i in range(6):
+        assert ks.record_tamper(i + 1, epoch=9, seq_a=(1 << 47) + i, seq_b=i) == i + 1
+    log = file_store("tl").tamper_log()
+    assert log.active and log.count == 6 and [e[0] for e in log.events] == [3, 4, 5, 6]
+    assert log.events[-1] == (6, 9, (1 << 47) + 5, 5)
+    ks.acknowledge_tamper()
+    log = file_store("tl").tamper_log()
+    assert not log.active and log.count == 6 and len(log.events) == 4
+    ks.record_tamper(7)
+    assert file_store("tl").tamper_log().active
+    _flip(d + "/tamp0.bin")
+    _flip(d + "/tamp1.bin")
+    log = file_store("tl").tamper_log()
+    assert log.active and log.damaged and log.count >= 1
 
 
 def test_keystore_is_a_sealing_keyring():
