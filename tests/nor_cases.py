@@ -1,17 +1,21 @@
-"""NOR simulator checks shared by the CPython (test_nor.py) and MicroPython (mpt_nor.py) suites."""
+"""NOR simulator checks shared by the CPython (test_nor.py) and MicroPython (mpt_nor.py) suites.
+Each check takes `make` (NorFlash by default: image in RAM); file_only(dir) gives NorFlash with the image
+in a file only, so both image kinds pass the same checks."""
+import os
+
 from mptest import raises
 from sim.nor import TIMING_US, NorFlash, PowerCut
 
 
-def check_program_only_clears_bits():
-    f = NorFlash(8192)
+def check_program_only_clears_bits(make=NorFlash):
+    f = make(8192)
     f.program(0, b"\xf0\x0f")
     f.program(0, b"\x3c\x3c")
     assert f.read(0, 3) == b"\x30\x0c\xff"
 
 
-def check_erase_sets_ff_and_counts():
-    f = NorFlash(8192)
+def check_erase_sets_ff_and_counts(make=NorFlash):
+    f = make(8192)
     f.program(4096, b"\x00" * 16)
     f.erase_sector(4096)
     assert f.read(4096, 16) == b"\xff" * 16
@@ -20,8 +24,8 @@ def check_erase_sets_ff_and_counts():
     assert s["busy_us"] == TIMING_US["sector_erase_typ"] + 30 + 2.5 * 15
 
 
-def check_alignment_and_bounds():
-    f = NorFlash(8192)
+def check_alignment_and_bounds(make=NorFlash):
+    f = make(8192)
     with raises(ValueError, "page boundary"):
         f.program(250, b"\x00" * 10)
     with raises(ValueError, "aligned"):
@@ -33,8 +37,8 @@ def check_alignment_and_bounds():
     f.program(246, b"\x00" * 10)  # ends exactly at the boundary: fine
 
 
-def check_cut_tears_the_nth_operation():
-    f = NorFlash(8192, seed=3)
+def check_cut_tears_the_nth_operation(make=NorFlash):
+    f = make(8192, seed=3)
     f.arm_cut(2)
     f.program(0, b"\x00" * 4)            # first: completes
     with raises(PowerCut):
@@ -52,13 +56,13 @@ def check_cut_tears_the_nth_operation():
     assert rest == b"\xff" * len(rest)
 
 
-def torn_program_stats(seeds):
+def torn_program_stats(seeds, make=NorFlash):
     """Over many seeds, tear a 64-byte program: returns (prefix lengths, count of partial bytes).
     Also checks the shape: programmed prefix, at most one partial byte, then untouched bytes."""
     prefixes = []
     partial = 0
     for seed in range(seeds):
-        f = NorFlash(4096, seed=seed)
+        f = make(4096, seed=seed)
         f.arm_cut(1)
         try:
             f.program(0, b"\x00" * 64)
@@ -79,10 +83,10 @@ def torn_program_stats(seeds):
     return prefixes, partial
 
 
-def torn_erase_mix(seeds):
+def torn_erase_mix(seeds, make=NorFlash):
     mixed = 0
     for seed in range(seeds):
-        f = NorFlash(4096, seed=seed)
+        f = make(4096, seed=seed)
         f.program(0, b"\x00" * 256)
         f.arm_cut(1)
         try:
@@ -99,8 +103,8 @@ def torn_erase_mix(seeds):
     return mixed
 
 
-def check_wear_out_noticed_by_read_back():
-    f = NorFlash(8192, seed=1, endurance=20)
+def check_wear_out_noticed_by_read_back(make=NorFlash):
+    f = make(8192, seed=1, endurance=20)
     failures = 0
     for _ in range(200):
         f.erase_sector(0)
@@ -115,9 +119,9 @@ def check_wear_out_noticed_by_read_back():
     assert f.read(4096, 4096) == b"\xff" * 4096
 
 
-def check_deterministic_given_seed():
+def check_deterministic_given_seed(make=NorFlash):
     def run(seed):
-        f = NorFlash(8192, seed=seed)
+        f = make(8192, seed=seed)
         f.program(0, b"\x00" * 256)
         f.arm_cut(1)
         try:
@@ -132,11 +136,72 @@ def check_deterministic_given_seed():
 
 
 def check_file_backed(path):
-    f = NorFlash(8192, path=path)
-    f.program(300, b"hello")
-    f.close()
-    g = NorFlash(8192, path=path)
-    assert g.read(300, 5) == b"hello"
-    g.close()
-    with raises(ValueError, "expected"):
-        NorFlash(16384, path=path)
+    for in_ram in (True, False):
+        f = NorFlash(8192, path=path, in_ram=in_ram)
+        f.program(300, b"hello")
+        f.erase_sector(4096)
+        f.close()
+        g = NorFlash(8192, path=path, in_ram=in_ram)
+        assert g.read(300, 5) == b"hello" and g.read(4096, 4) == b"\xff" * 4
+        g.close()
+        with raises(ValueError, "expected"):
+            NorFlash(16384, path=path, in_ram=in_ram)
+        os.remove(path)
+    with raises(ValueError, "needs a path"):
+        NorFlash(8192, in_ram=False)
+
+
+def file_only(directory):
+    """A NorFlash factory whose images live in files under `directory` only (nothing in RAM)."""
+    count = [0]
+
+    def make(size, **kw):
+        count[0] += 1
+        path = "%s/nor%d.img" % (directory, count[0])
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return NorFlash(size, path=path, **kw)
+
+    return make
+
+
+def check_file_image_behaves_like_ram(directory, ops=400):
+    """The same random programs, erases and power cuts on a RAM image and a file-only image (same seed):
+    byte-identical images and identical stats, so torn writes and wear are modelled the same way."""
+    from sim.rng import XorShift32
+
+    ram = NorFlash(4 * 4096, seed=5, endurance=8)
+    disk = file_only(directory)(4 * 4096, seed=5, endurance=8)
+    rng = XorShift32(99)
+    cuts = 0
+    for _ in range(ops):
+        if rng.below(10) == 0:
+            cut = 1 + rng.below(3)
+            for f in (ram, disk):
+                f.arm_cut(cut)
+        op = rng.below(8)
+        addr = rng.below(4 * 4096)
+        n = 1 + rng.below(64)
+        data = bytes(rng.fill(n))
+        outcome = []
+        for f in (ram, disk):
+            try:
+                if op == 0:
+                    f.erase_sector(addr - addr % 4096)
+                else:
+                    f.program(addr, data[:256 - addr % 256][:4 * 4096 - addr])
+                outcome.append("ok")
+            except PowerCut:
+                f.power_on()
+                outcome.append("cut")
+        assert outcome[0] == outcome[1]
+        cuts += outcome[0] == "cut"
+    assert cuts > ops // 40 and max(ram.stats()["erase_counts"]) > 8  # tears and wear-out both happened
+    assert ram.read(0, ram.size) == disk.read(0, disk.size)
+    assert ram.stats() == disk.stats()
+    buf = bytearray(100)
+    disk.readinto(4000, buf)
+    assert bytes(buf) == ram.read(4000, 100)
+    disk.close()

@@ -57,3 +57,20 @@ def test_matches_and_model(writes):
         for i, b in enumerate(data):
             model[addr + i] &= b
     assert f.read(0, 8192) == bytes(model)
+
+
+def test_file_only_image_passes_the_same_checks(tmp_path):
+    make = nor_cases.file_only(str(tmp_path))
+    nor_cases.check_program_only_clears_bits(make)
+    nor_cases.check_erase_sets_ff_and_counts(make)
+    nor_cases.check_alignment_and_bounds(make)
+    nor_cases.check_cut_tears_the_nth_operation(make)
+    prefixes, partial = nor_cases.torn_program_stats(200, make)
+    assert min(prefixes) == 0 and max(prefixes) >= 60 and partial > 100
+    assert nor_cases.torn_erase_mix(30, make) > 20
+    nor_cases.check_wear_out_noticed_by_read_back(make)
+    nor_cases.check_deterministic_given_seed(make)
+
+
+def test_file_only_image_behaves_like_ram(tmp_path):
+    nor_cases.check_file_image_behaves_like_ram(str(tmp_path), ops=1500)

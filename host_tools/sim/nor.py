@@ -12,6 +12,8 @@ A program may not cross a page boundary. Everything random (torn writes, worn-ou
 a private xorshift generator seeded by `seed`, so a run is reproducible on both interpreters.
 """
 
+from array import array
+
 from sim.rng import XorShift32
 
 # Datasheet model (Winbond W25Q16JV/64JV/128JV, same page/sector timing). Microseconds.
@@ -49,19 +51,34 @@ def _seeded_rng(seed):
 
 
 class NorFlash:
-    def __init__(self, size, sector_size=4096, page_size=256, path=None, seed=0, endurance=ENDURANCE):
+    """in_ram: keep the image in a bytearray (default without `path`). With `path` the image lives in
+    the file only (default), so a 16 MiB chip costs the MicroPython heap nothing: every read, program
+    and erase goes through the file. in_ram=True with a path keeps both (reads from RAM)."""
+
+    def __init__(self, size, sector_size=4096, page_size=256, path=None, seed=0, endurance=ENDURANCE,
+                 in_ram=None):
         if size <= 0 or size % sector_size or sector_size % page_size:
             raise ValueError("size must be a multiple of sector_size, and sector_size of page_size")
+        if in_ram is None:
+            in_ram = path is None
+        if not in_ram and path is None:
+            raise ValueError("an image outside RAM needs a path")
         self.size = size
         self.sector_size = sector_size
         self.page_size = page_size
         self.endurance = endurance
         self._rng = _seeded_rng(seed)
-        self._mem = bytearray(b"\xff" * size)
+        self._ff = b"\xff" * page_size  # erase pattern, written a page at a time (no sector-sized temp)
+        self._mem = None
+        if in_ram:
+            self._mem = bytearray(size)
+            mv = memoryview(self._mem)
+            for a in range(0, size, page_size):
+                mv[a:a + page_size] = self._ff
         self._file = None
         if path is not None:
             self._open_image(path)
-        self._erase_counts = [0] * (size // sector_size)
+        self._erase_counts = array("I", [0] * (size // sector_size))  # 4 B per sector, not a list
         self._cut_countdown = 0
         self._dead = False
         self.last_busy_us = 0
@@ -70,28 +87,60 @@ class NorFlash:
         self._erases = 0
         self._busy_us = 0
 
-    # --- image file ----------------------------------------------------------------------------------
+    # --- image: RAM, file, or both -------------------------------------------------------------------
     def _open_image(self, path):
         try:
             f = open(path, "r+b")
         except OSError:
             f = open(path, "w+b")
-            f.write(self._mem)
+            for _ in range(0, self.size, self.page_size):
+                f.write(self._ff)
             f.flush()
             self._file = f
             return
-        data = f.read()
-        if len(data) != self.size:
+        have = f.seek(0, 2)
+        if have != self.size:
             f.close()
-            raise ValueError("image %s holds %d bytes, expected %d" % (path, len(data), self.size))
-        self._mem[:] = data
+            raise ValueError("image %s holds %d bytes, expected %d" % (path, have, self.size))
+        if self._mem is not None:
+            f.seek(0)
+            _file_readinto(f, memoryview(self._mem))
         self._file = f
 
-    def _store(self, addr, n):
-        if self._file is not None:
-            self._file.seek(addr)
-            self._file.write(self._mem[addr:addr + n])
-            self._file.flush()
+    def _load(self, addr, n):
+        # the stored bytes as a new bytearray
+        if self._mem is not None:
+            return self._mem[addr:addr + n]
+        buf = bytearray(n)
+        self._file.seek(addr)
+        _file_readinto(self._file, memoryview(buf))
+        return buf
+
+    def _save(self, addr, data):
+        n = len(data)
+        if self._mem is not None:
+            self._mem[addr:addr + n] = data
+            if self._file is None:
+                return
+            data = memoryview(self._mem)[addr:addr + n]
+        f = self._file
+        f.seek(addr)
+        f.write(data)
+        f.flush()
+
+    def _fill_ff(self, addr, n):
+        ff = self._ff
+        mem = self._mem
+        if mem is not None:
+            mv = memoryview(mem)
+            for a in range(addr, addr + n, len(ff)):
+                mv[a:a + len(ff)] = ff
+        f = self._file
+        if f is not None:
+            f.seek(addr)
+            for _ in range(0, n, len(ff)):
+                f.write(ff)
+            f.flush()
 
     def close(self):
         if self._file is not None:
@@ -133,7 +182,13 @@ class NorFlash:
         self._check_power()
         self._check_range(addr, n)
         self._bytes_read += n
-        return bytes(self._mem[addr:addr + n])
+        if self._mem is not None:
+            return bytes(memoryview(self._mem)[addr:addr + n])
+        self._file.seek(addr)
+        data = self._file.read(n)
+        if len(data) != n:
+            raise OSError("image file too short")
+        return data
 
     def readinto(self, addr, buf):
         """Extension: read len(buf) bytes into buf without allocating."""
@@ -141,7 +196,11 @@ class NorFlash:
         n = len(buf)
         self._check_range(addr, n)
         self._bytes_read += n
-        buf[:] = memoryview(self._mem)[addr:addr + n]
+        if self._mem is not None:
+            buf[:] = memoryview(self._mem)[addr:addr + n]
+            return
+        self._file.seek(addr)
+        _file_readinto(self._file, memoryview(buf))
 
     def program(self, addr, data):
         self._check_power()
@@ -151,17 +210,14 @@ class NorFlash:
             return
         if addr // self.page_size != (addr + n - 1) // self.page_size:
             raise ValueError("program 0x%x+%d crosses a %d-byte page boundary" % (addr, n, self.page_size))
-        old = self._mem[addr:addr + n]
+        old = self._load(addr, n)
         new = _and_bytes(old, data, n)
         if self._erase_counts[addr // self.sector_size] > self.endurance:
             new = self._worn_program(old, new)
         if self._cut_now():
-            new = self._torn_program(old, new)
-            self._mem[addr:addr + n] = new
-            self._store(addr, n)
+            self._save(addr, self._torn_program(old, new))
             raise PowerCut("power cut during program at 0x%x" % addr)
-        self._mem[addr:addr + n] = new
-        self._store(addr, n)
+        self._save(addr, new)
         self._bytes_programmed += n
         self.last_busy_us = program_time_us(n)
         self._busy_us += self.last_busy_us
@@ -174,15 +230,12 @@ class NorFlash:
         sector = addr // self.sector_size
         self._erase_counts[sector] += 1
         self._erases += 1
-        ss = self.sector_size
         if self._cut_now():
             self._torn_erase(addr)
-            self._store(addr, ss)
             raise PowerCut("power cut during erase at 0x%x" % addr)
-        self._mem[addr:addr + ss] = b"\xff" * ss
+        self._fill_ff(addr, self.sector_size)
         if self._erase_counts[sector] > self.endurance:
             self._worn_erase(addr)
-        self._store(addr, ss)
         self.last_busy_us = TIMING_US["sector_erase_typ"]
         self._busy_us += self.last_busy_us
 
@@ -201,10 +254,11 @@ class NorFlash:
         """Some bytes erased, the rest keep their old value: a random mix."""
         rng = self._rng
         threshold = rng.below(257)  # how far the erase had got, as a share of bytes
-        mem = self._mem
-        for i in range(addr, addr + self.sector_size):
+        sec = self._load(addr, self.sector_size)
+        for i in range(self.sector_size):
             if rng.below(256) < threshold:
-                mem[i] = 0xFF
+                sec[i] = 0xFF
+        self._save(addr, sec)
 
     def _worn_erase(self, addr):
         """Past endurance: with probability 1/2 a few bits stay programmed."""
@@ -212,7 +266,9 @@ class NorFlash:
         if rng.below(2):
             for _ in range(1 + rng.below(4)):
                 i = addr + rng.below(self.sector_size)
-                self._mem[i] &= ~(1 << rng.below(8)) & 0xFF
+                b = self._load(i, 1)
+                b[0] &= ~(1 << rng.below(8)) & 0xFF
+                self._save(i, b)
 
     def _worn_program(self, old, new):
         """Past endurance: with probability 1/2 some bits fail to clear."""
@@ -237,6 +293,17 @@ class NorFlash:
     def reset_stats(self):
         self._bytes_read = self._bytes_programmed = self._erases = 0
         self._busy_us = 0
+
+
+def _file_readinto(f, mv):
+    # regular files read short only at their end; loop anyway (a stream may split reads)
+    got = 0
+    n = len(mv)
+    while got < n:
+        k = f.readinto(mv[got:])
+        if not k:
+            raise OSError("image file too short")
+        got += k
 
 
 def _and_bytes(a, b, n):
