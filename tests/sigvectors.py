@@ -1,0 +1,41 @@
+# Test-vector files for the signature tests (tests/fixtures/*.txt), read the same way under CPython and on
+# the MicroPython unix port: "|"-separated hex fields, "#" comment lines.
+from binascii import unhexlify
+
+_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+
+
+def fixture_path(name):
+    return _HERE + "/fixtures/" + name
+
+
+def rows(name):
+    with open(fixture_path(name)) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield [field.strip() for field in line.split("|")]
+
+
+def sha512_vectors():
+    """[(name, chunks, digest)]: chunks() yields the message in pieces (the million-'a' one in 1,000s)."""
+    out = []
+    for name, message, digest in rows("fips180_sha512.txt"):
+        if message.startswith("REPEAT:"):
+            _, count, byte = message.split(":")
+            chunk = unhexlify(byte) * 1000
+
+            def chunks(chunk=chunk, n=int(count) // 1000):
+                for _ in range(n):
+                    yield chunk
+        else:
+            def chunks(data=unhexlify(message)):
+                yield data
+        out.append((name, chunks, unhexlify(digest)))
+    return out
+
+
+def ed25519_vectors():
+    """[(name, public_key, message, signature)] from RFC 8032 section 7.1."""
+    return [(name, unhexlify(pk), unhexlify(msg), unhexlify(sig))
+            for name, _sk, pk, msg, sig in rows("rfc8032_ed25519.txt")]

@@ -1,0 +1,88 @@
+"""Ed25519 verification (firmware/umeter/crypto/ed25519.py): RFC 8032 vectors under CPython, and agreement
+with `cryptography` on fresh keys and messages, under CPython (every single-byte mutation of signature,
+key and message rejected) and on the MicroPython unix port, both lanes (sampled mutations)."""
+import os
+import random
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings, strategies as st
+
+import mpplugin
+from sigvectors import ed25519_vectors
+from umeter.crypto import ed25519
+
+
+def _fresh(count, seed):
+    rnd = random.Random(seed)
+    out = []
+    for i in range(count):
+        key = Ed25519PrivateKey.generate()
+        pk = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        msg = bytes(rnd.getrandbits(8) for _ in range(rnd.choice((0, 1, 31, 64, 200, 1500))))
+        out.append((pk, msg, key.sign(msg)))
+    return out
+
+
+def _mutations(data, positions):
+    for pos in positions:
+        bad = bytearray(data)
+        bad[pos] ^= 1 << (pos % 8)
+        yield pos, bytes(bad)
+
+
+def test_rfc8032_vectors_under_cpython():
+    for name, pk, msg, sig in ed25519_vectors():
+        assert ed25519.verify(pk, msg, sig), name
+
+
+def test_fresh_keys_agree_and_every_single_byte_mutation_is_rejected():
+    for pk, msg, sig in _fresh(3, seed=1):
+        assert ed25519.verify(pk, msg, sig)
+        for pos, bad in _mutations(sig, range(64)):
+            assert not ed25519.verify(pk, msg, bad), ("sig", pos)
+        for pos, bad in _mutations(pk, range(32)):
+            assert not ed25519.verify(bad, msg, sig), ("pk", pos)
+        for pos, bad in _mutations(msg, range(0, len(msg), max(1, len(msg) // 40))):
+            assert not ed25519.verify(pk, bad, sig), ("msg", pos)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pk=st.binary(min_size=32, max_size=32), sig=st.binary(min_size=64, max_size=64),
+       msg=st.binary(max_size=64))
+def test_random_inputs_never_raise_and_are_rejected(pk, sig, msg):
+    assert ed25519.verify(pk, msg, sig) is False
+
+
+@pytest.mark.parametrize("lane", mpplugin.lanes())
+def test_fresh_keys_agree_on_the_unix_port(lane, tmp_path):
+    cases = _fresh(6, seed=int.from_bytes(os.urandom(4), "little"))
+    lines = []
+    for pk, msg, sig in cases:
+        lines.append("C(%r, %r, %r)" % (pk.hex(), msg.hex(), sig.hex()))
+    code = """
+from binascii import unhexlify as u
+from umeter.crypto import ed25519
+def C(pk, msg, sig):
+    pk, msg, sig = u(pk), u(msg), u(sig)
+    ok = ed25519.verify(pk, msg, sig)
+    rejected = 0
+    for pos in range(0, 64, 7):
+        bad = bytearray(sig); bad[pos] ^= 1 << (pos %% 8)
+        rejected += not ed25519.verify(pk, msg, bytes(bad))
+    for pos in (0, 13, 31):
+        bad = bytearray(pk); bad[pos] ^= 1 << (pos %% 8)
+        rejected += not ed25519.verify(bytes(bad), msg, sig)
+    if msg:
+        bad = bytearray(msg); bad[0] ^= 1
+        rejected += not ed25519.verify(pk, bytes(bad), sig)
+    print("RESULT", ok, rejected)
+%s
+""" % "\n".join(lines)
+    out = mpplugin.run_micropython(["-c", code], binary=mpplugin.lane_binary(lane), cwd=str(tmp_path))
+    results = [line.split()[1:] for line in out.splitlines() if line.startswith("RESULT")]
+    assert len(results) == len(cases)
+    for (pk, msg, sig), (ok, rejected) in zip(cases, results):
+        assert ok == "True"
+        assert int(rejected) == 10 + 3 + (1 if msg else 0)
