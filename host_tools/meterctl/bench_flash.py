@@ -6,7 +6,8 @@ For each chip model (W25Q16JV, W25Q64JV, W25Q128JV) it prints
   clock: command bytes, WREN, status polls) next to the datasheet typical/maximum figures.
 
 This one file is both sides: under CPython `main()` starts the unix port on this file; under
-MicroPython it runs the measurement. Only figures are printed, nothing is asserted.
+MicroPython it runs the measurement. Only figures are printed, nothing is asserted. `--short` measures
+1/16 of the amounts (a run-to-the-end check for `make test`).
 """
 import sys
 import time
@@ -16,9 +17,10 @@ READ_BYTES = 1024 * 1024      # read in 4 KB chunks
 PROGRAM_PAGES = 256           # 64 KB in 256-byte pages
 ERASE_SECTORS = 16            # 64 KB in 4 KB sectors
 HEAPSIZE = "48M"              # the W25Q128JV model holds a 16 MiB array
+SHORT_DIVISOR = 16
 
 
-def _measure(name, timing):
+def _measure(name, timing, div=1):
     import gc
 
     from sim.nor import read_time_us
@@ -33,36 +35,45 @@ def _measure(name, timing):
 
     # The garbage collector is paused while timing: with a 16 MiB array on the heap its sweeps would
     # dominate and vary with heap layout, and what we want is the cost of the simulation itself.
+    erase_sectors, program_pages, read_bytes = _amounts(div)
     gc.collect()
     gc.disable()
     t0, c0 = time.ticks_us(), sim.clock_ns
-    for s in range(ERASE_SECTORS):
+    for s in range(erase_sectors):
         nor.erase_sector(s * ss)
     out["erase_host_s"] = time.ticks_diff(time.ticks_us(), t0) / 1e6
-    out["erase_sim_us"] = (sim.clock_ns - c0) / 1000 / ERASE_SECTORS
+    out["erase_sim_us"] = (sim.clock_ns - c0) / 1000 / erase_sectors
     out["erase_busy_us"] = sim.last_busy_us
 
     page = bytes((i * 7) & 0xFF for i in range(ps))
     t0, c0 = time.ticks_us(), sim.clock_ns
-    for p in range(PROGRAM_PAGES):
+    for p in range(program_pages):
         nor.program(p * ps, page)
     out["program_host_s"] = time.ticks_diff(time.ticks_us(), t0) / 1e6
-    out["program_sim_us"] = (sim.clock_ns - c0) / 1000 / PROGRAM_PAGES
+    out["program_sim_us"] = (sim.clock_ns - c0) / 1000 / program_pages
     out["program_busy_us"] = sim.last_busy_us
 
     buf = bytearray(4096)
     t0, c0 = time.ticks_us(), sim.clock_ns
-    for a in range(0, READ_BYTES, len(buf)):
+    for a in range(0, read_bytes, len(buf)):
         nor.readinto(a, buf)
     out["read_host_s"] = time.ticks_diff(time.ticks_us(), t0) / 1e6
-    out["read_sim_us"] = (sim.clock_ns - c0) / 1000 / (READ_BYTES // len(buf))
+    out["read_sim_us"] = (sim.clock_ns - c0) / 1000 / (read_bytes // len(buf))
     out["read_datasheet_us"] = read_time_us(len(buf))
     gc.enable()
     return out
 
 
-def _mp_main():
+def _amounts(div):
+    """(sectors erased, pages programmed, bytes read) per chip, each at least one operation."""
+    return max(1, ERASE_SECTORS // div), max(1, PROGRAM_PAGES // div), max(4096, READ_BYTES // div)
+
+
+def _mp_main(argv):
     from sim.nor import TIMING_US
+
+    div = SHORT_DIVISOR if "--short" in argv else 1
+    erase_sectors, program_pages, read_bytes = _amounts(div)
 
     print("SpiNor over the SPI NOR simulator, MicroPython %s unix port; bus clock 50 MHz"
           % ".".join(str(v) for v in sys.implementation.version[:3]))
@@ -72,14 +83,14 @@ def _mp_main():
     print("  %-10s %14s %16s %16s" % ("chip", "read MB/s", "program KB/s", "erase KB/s"))
     results = []
     for name in CHIPS:
-        r = _measure(name, "typ")
+        r = _measure(name, "typ", div)
         results.append(r)
         print("  %-10s %14.1f %16.1f %16.1f" % (
             name,
-            READ_BYTES / r["read_host_s"] / 1e6,
-            PROGRAM_PAGES * 256 / r["program_host_s"] / 1e3,
-            ERASE_SECTORS * 4096 / r["erase_host_s"] / 1e3))
-    maxes = [_measure(name, "max") for name in CHIPS]
+            read_bytes / r["read_host_s"] / 1e6,
+            program_pages * 256 / r["program_host_s"] / 1e3,
+            erase_sectors * 4096 / r["erase_host_s"] / 1e3))
+    maxes = [_measure(name, "max", div) for name in CHIPS]
     print()
     print("Simulated time per operation (modelled BUSY | whole driver call on the simulated clock)")
     print("next to the datasheet (W25Q16JV/64JV/128JV share these figures):")
@@ -109,20 +120,27 @@ def _timeouts():
 
 def main(argv=None):
     """CPython entry point: run this file on the MicroPython unix port and pass its output through."""
+    import argparse
     import os
     import subprocess
     from pathlib import Path
 
+    p = argparse.ArgumentParser(prog="python -m meterctl.bench flash", description=__doc__.splitlines()[0])
+    p.add_argument("--short", action="store_true", help="1/%d of the amounts (run-to-the-end check)"
+                   % SHORT_DIVISOR)
+    args = p.parse_args(argv or [])
     root = Path(__file__).resolve().parents[2]
     micropython = Path(sys.executable).with_name("micropython")
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join([".frozen"] + [str(root / d) for d in ("firmware", "host_tools", "boards")])
     cmd = [str(micropython), "-X", "heapsize=" + HEAPSIZE, str(Path(__file__).resolve())]
+    if args.short:
+        cmd.append("--short")
     return subprocess.run(cmd, env=env, cwd=str(root)).returncode
 
 
 if __name__ == "__main__":
     if sys.implementation.name == "micropython":
-        _mp_main()
+        _mp_main(sys.argv[1:])
     else:
         sys.exit(main(sys.argv[1:]))

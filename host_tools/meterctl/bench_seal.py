@@ -10,7 +10,8 @@ MicroPython it runs the measurement. Only figures are printed, nothing is assert
 
 Variants: "seal" (sealing only) and "journal" (seal + Journal.append, durable per record, on a 128 KiB
 NOR simulator region that wraps many times: ring retention and erases included). `make bench-seal` runs
-both. A variant is a function (sealer, count) -> (next_seq(), append(buf, n)), append None for sealing
+both. `--short` measures SHORT_RECORDS per figure (a run-to-the-end check for `make test`). A variant
+is a function (sealer, count) -> (next_seq(), append(buf, n)), append None for sealing
 only.
 """
 import sys
@@ -18,6 +19,7 @@ import time
 
 PAYLOAD_LEN = 64
 DEFAULT_RECORDS = 20000
+SHORT_RECORDS = 300
 HEAPSIZE = "512K"  # device-like: a large heap would make every collection (sweep) dominate
 KEY = bytes(range(32))
 
@@ -40,9 +42,12 @@ def _sealing_only(sealer, count):
 
 def _journal_backed(sealer, count):
     # the real path: the journal's next seq is the nonce, the sealed record is appended durably
+    import gc
+
     from sim.nor import NorFlash
     from umeter.store.journal import Journal
 
+    gc.collect()  # the previous mode's flash image is garbage by now: free it before the next one
     j = Journal(NorFlash(128 * 1024, seed=1))
     mv = None
 
@@ -169,7 +174,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="bench seal", description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=DEFAULT_RECORDS, help="records per figure")
     p.add_argument("--variant", choices=sorted(VARIANTS) + ["all"], default="all")
+    p.add_argument("--short", action="store_true", help="%d records per figure" % SHORT_RECORDS)
     args = p.parse_args(argv or [])
+    if args.short:
+        args.records = min(args.records, SHORT_RECORDS)
     root = Path(__file__).resolve().parents[2]
     micropython = Path(sys.executable).with_name("micropython")
     env = dict(os.environ)
