@@ -148,13 +148,25 @@ class Meter:
             self.step()
 
     def _after_window(self):
+        self._store_profiles()
+        if self.engine.t >= self._next_cp:
+            self.checkpoint()
+
+    def _store_profiles(self):
         while True:
             rec = self.engine.pop_record()
             if rec is None:
                 break
             self.store(records.profile(rec))
-        if self.engine.t >= self._next_cp:
-            self.checkpoint()
+
+    def stop(self):
+        """A clean stop (power-fail warning, reset, the virtual board's Ctrl-C): book the window in
+        progress when the engine can (close_window), store what it produced, checkpoint. The seq of
+        the checkpoint, or 0."""
+        close = getattr(self.engine, "close_window", None)
+        if close is not None and close():
+            self._store_profiles()
+        return self.checkpoint()
 
     def checkpoint(self):
         """Seal the registers into the journal, point the State at them, move the high-water mark."""
@@ -200,11 +212,12 @@ class Meter:
                 pass
 
     def _power_fail_irq(self, _pin=None):
-        micropython.schedule(self._power_fail, 0)
+        micropython.schedule(self.power_fail, 0)
 
-    def _power_fail(self, _arg):
+    def power_fail(self, _arg=None):
+        """The supply is failing: the event, then a clean stop (the checkpoint is the newest record)."""
         self.event(records.EV_POWER_FAIL, self.engine.t // self.src.rate_hz)
-        self._guard(self.checkpoint)
+        return self._guard(self.stop)
 
     # --- status --------------------------------------------------------------------------------------
     def status(self):
