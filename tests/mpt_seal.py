@@ -314,3 +314,73 @@ def test_sealing_a_64_byte_payload_allocates_little():
     micropython.mem_info()
     # HMAC needs two hashlib objects and two digests per record (no copy() in MicroPython), nothing more
     assert per_record <= 768, per_record
+
+
+def _alloc_per_record(fn, seqs):
+    fn(seqs[0])
+    fn(seqs[1])
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        for seq in seqs[2:]:
+            fn(seq)
+        return (gc.mem_alloc() - before) // (len(seqs) - 2)
+    finally:
+        gc.enable()
+
+
+def _seal_open_alloc(epoch, base):
+    seqs = [base + i for i in range(1, 43)]
+    s = seal.Sealer(Ring({0: KEY_A}), epoch)
+    recs = {}
+    for seq in seqs:
+        recs[seq] = s.seal(seq, payload(seq))
+    t = seal.Sealer(Ring({0: KEY_A}), epoch)
+    out = bytearray(64 + seal.MAX_OVERHEAD)
+    data = payload(1)
+    sealing = _alloc_per_record(lambda seq: t.seal_into(seq, data, out), seqs)
+    op = seal.Opener(Ring({0: KEY_A}))
+    plain = bytearray(64)
+    opening = _alloc_per_record(lambda seq: op.open_into(seq, recs[seq], plain), seqs)
+    assert op.verified == len(seqs) and op.gaps == 0
+    return sealing, opening
+
+
+def test_48_bit_seqs_and_high_epochs_cost_no_extra_allocation():
+    # On 32-bit ports a seq or epoch >= 2**30 is a heap int: per record the sealer and opener must not
+    # compute with them (no sums, shifts or dict keys), so the figures equal those of small values.
+    small = _seal_open_alloc(1, 0)
+    big = _seal_open_alloc(0xFFFFFFF0, 2 ** 47 - 20)
+    print("bytes per record (seal_into, open_into): small seqs", small, "48-bit seqs, epoch 2**32-16", big)
+    assert big == small
+    assert small[0] <= 768 and small[1] <= 768
+
+
+def test_gap_check_on_packed_seqs_equals_integer_arithmetic():
+    import struct
+
+    cases = [(1, 2), (1, 3), (0xFF, 0x100), (0xFF, 0x101), (0xFFFF, 0x10000), (2 ** 30 - 1, 2 ** 30),
+             (2 ** 40 - 1, 2 ** 40), (2 ** 48 - 2, 2 ** 48 - 1), (0x1FF, 0x200), (0x1FF, 0x300),
+             (0x01FF, 0x0200 + 2 ** 40), (5, 5), (6, 5), (2 ** 63 - 1, 2 ** 63), (2 ** 64 - 1, 0)]
+    a = bytearray(8)
+    b = bytearray(8)
+    for x, y in cases:
+        struct.pack_into(">Q", a, 0, x)
+        struct.pack_into(">Q", b, 0, y)
+        assert seal._follows(a, b) == (1 if y == x + 1 else 0), (x, y)
+
+
+def test_gaps_and_epoch_order_with_48_bit_seqs():
+    s = seal.Sealer(Ring({0: KEY_A}), 0x7FFFFFFF)
+    base = 2 ** 47
+    recs = [(seq, s.seal(seq, payload(seq))) for seq in (base - 1, base, base + 2, base + 3)]
+    s.rotate(0x80000000)
+    recs += [(base + 4, s.seal(base + 4, payload(4)))]
+    got, op = open_all(recs)
+    assert got == [payload(seq) for seq, _ in recs[:4]] + [payload(4)]
+    assert op.gaps == 1 and op.verified == 5
+    old = seal.Sealer(Ring({0: KEY_A}), 0x7FFFFFFF)
+    old.resume(base + 4, seal.tag_of(recs[-1][1]))
+    with raises(TamperError, match="key epoch 2147483647 after epoch 2147483648"):
+        op.open(base + 5, old.seal(base + 5, payload(5)))

@@ -50,11 +50,12 @@ def _tag_or_none(opener, record):
 
 
 def _newest(journal, opener, since):
-    # newest readable record from `since` on: (seq, tag or None), (0, None) if there is none
-    seq, tag = 0, None
-    for s, rec in journal.records(since=since):
-        seq, tag = s, _tag_or_none(opener, rec)
-    return seq, tag
+    # newest readable record from `since` on: (seq, tag or None), (0, None) if there is none. Only the
+    # last record's tag is taken: nothing is allocated here per record walked.
+    seq, rec = 0, None
+    for seq, rec in journal.records(since=since):
+        pass
+    return seq, (_tag_or_none(opener, rec) if rec is not None else None)
 
 
 def _newest_record(journal, opener):
@@ -76,16 +77,16 @@ def check(journal, mark, opener):
         opener.reset()
         problem = None
         seen = False
-        last_seq, last_tag = 0, None
+        last_seq, last_rec = 0, None
         for seq, rec in journal.records(since=mseq):
-            last_seq, last_tag = seq, _tag_or_none(opener, rec)
+            last_seq, last_rec = seq, rec
             if problem is not None:
                 continue  # keep walking only to find the newest record
             if not seen:
                 seen = True
                 if seq != mseq:
                     problem = "the record at the high-water mark (seq %d) is missing" % mseq
-                elif last_tag != bytes(mtag):
+                elif _tag_or_none(opener, rec) != bytes(mtag):
                     problem = "the record at the high-water mark (seq %d) was replaced" % mseq
                 else:
                     opener.trust(seq, mtag)
@@ -97,7 +98,7 @@ def check(journal, mark, opener):
                 problem = "after the high-water mark: %s" % e
         if seen:
             if problem is not None:
-                return Verdict(CHAIN_BROKEN, problem, mseq, last_seq, last_tag)
+                return Verdict(CHAIN_BROKEN, problem, mseq, last_seq, _tag_or_none(opener, last_rec))
             return Verdict(OK, "flash reaches the high-water mark (seq %d), chain verified to seq %d"
                            % (mseq, last_seq), mseq, last_seq, opener.last_tag)
     # nothing at or after the mark: the flash is older than the mark

@@ -157,6 +157,29 @@ def _differ(a: ptr8, b: ptr8, boff: int, n: int) -> int:
     return d
 
 
+@micropython.viper
+def _follows(a: ptr8, b: ptr8) -> int:
+    # 1 if the 8-byte big-endian b[0:8] == a[0:8] + 1: the gap check on packed seqs, so a 48-bit seq
+    # (a heap int on 32-bit ports) never takes part in arithmetic per record
+    i = 7
+    while i >= 0:
+        x = a[i]
+        y = b[i]
+        if x != 0xFF:
+            if y != x + 1:
+                return 0
+            j = 0
+            while j < i:
+                if a[j] != b[j]:
+                    return 0
+                j += 1
+            return 1
+        if y != 0:
+            return 0
+        i -= 1
+    return 0
+
+
 def _ctr_fill_python(buf, nblocks):
     for i in range(nblocks):
         o = i << 4
@@ -223,11 +246,28 @@ class _Ctr:
             _xor_python(dst, doff, src, buf, n)
 
 
-def _mac_into(k, cxmv, cxlen, bodymv, blen, out, ooff):
-    # tag = HMAC(mac key, seq u64 || prevlen u8 || prev tag || record body)[:taglen]
+class _Prefix:
+    """Prefix views of one buffer; the last one is kept, so equal lengths in a row allocate nothing."""
+
+    def __init__(self, buf):
+        self.buf = buf
+        self._mv = memoryview(buf)
+        self._n = -1
+        self._v = None
+
+    def get(self, n):
+        if n != self._n:
+            self._v = self._mv[:n]
+            self._n = n
+        return self._v
+
+
+def _mac_into(k, cx, body, out, ooff):
+    # tag = HMAC(mac key, seq u64 || prevlen u8 || prev tag || record body)[:taglen]; cx and body are
+    # views of exactly those bytes
     h = k.mac.start()
-    h.update(cxmv[:cxlen])
-    h.update(bodymv[:blen])
+    h.update(cx)
+    h.update(body)
     _copy(out, ooff, k.mac.finish(h), 0, k.taglen)
 
 
@@ -260,8 +300,9 @@ class Sealer:
         self.mode = self._ctr.mode
         self._buf = bytearray(max_payload + MAX_OVERHEAD)
         self._mv = memoryview(self._buf)
+        self._out = _Prefix(self._buf)  # views of the output buffer (the caller's, once it passes one)
         self._cx = bytearray(9 + MAX_TAG)  # seq u64 || prevlen u8 || prev tag: the MAC's chain prefix
-        self._cxmv = memoryview(self._cx)
+        self._cxp = _Prefix(self._cx)
         self.anchor_every = anchor_every
         self._since_anchor = 0
         self._need_anchor = True
@@ -344,7 +385,9 @@ class Sealer:
         self._max_seq = seq  # consumed even if the MAC step fails below
         self._ctr.crypt(k, seq, payload, out, o, n)
         struct.pack_into(">Q", cx, 0, seq)
-        _mac_into(k, self._cxmv, 9 + p, self._mv if out is self._buf else memoryview(out), body, out, body)
+        if self._out.buf is not out:
+            self._out = _Prefix(out)
+        _mac_into(k, self._cxp.get(9 + p), self._out.get(body), out, body)
         t = k.taglen
         cx[8] = t
         _copy(cx, 9, out, body, t)
@@ -366,7 +409,11 @@ class Opener:
     verified in full; any other first record cannot be (its predecessor is gone, e.g. ring retention)
     and only its stored tag becomes the chain link for the next record. trust(seq, tag) starts from a
     known (seq, tag) instead, e.g. the device's high-water mark. After a SealError the opener keeps its
-    state: call reset() to start trust afresh at the next record."""
+    state: call reset() to start trust afresh at the next record.
+
+    Per record, epochs stay in their header bytes and seqs packed in 8 bytes (no int >= 2**30 is made,
+    so 32-bit ports allocate no more than 64-bit ones): only the HMAC's hash objects and digests and
+    the record's views are allocated."""
 
     def __init__(self, keyring, max_payload=1024 - MAX_OVERHEAD, ctr=None):
         self._keyring = keyring
@@ -375,8 +422,12 @@ class Opener:
         self._buf = bytearray(max_payload)
         self._mv = memoryview(self._buf)
         self._cx = bytearray(9 + MAX_TAG)
-        self._cxmv = memoryview(self._cx)
+        self._cxp = _Prefix(self._cx)
+        self._prev = bytearray(8)   # the chain's last seq, packed u64 (gap check)
         self._tag = bytearray(MAX_TAG)
+        self._hdr = bytearray(6)    # epoch u32 || alg of the suite in use (as in the record), 1 once set
+        self._keys = None
+        self._eh = bytearray(4)     # the chain's current key epoch, as stored (big-endian)
         self._suites = {}
         self._ok_epochs = {}
         self.verified = 0
@@ -388,7 +439,7 @@ class Opener:
     def reset(self):
         """Forget the chain: the next record starts trust again."""
         self._have = False
-        self._epoch = 0
+        self._eh[0] = self._eh[1] = self._eh[2] = self._eh[3] = 0
 
     def trust(self, seq, tag):
         """Start the chain at a record known good from elsewhere (seq and its stored tag)."""
@@ -396,6 +447,7 @@ class Opener:
             raise SealError("chain tag too long")
         self._cx[8] = len(tag)
         self._cx[9:9 + len(tag)] = tag
+        struct.pack_into(">Q", self._prev, 0, seq)
         self.last_seq = seq
         self._have = True
 
@@ -405,16 +457,26 @@ class Opener:
 
     tag_of = staticmethod(tag_of)
 
-    def _suite(self, epoch, alg):
-        key = (epoch << 8) | alg
+    def _suite(self, record):
+        # keys for the record's (epoch, alg): the last suite if its header bytes match (no allocation)
+        hdr = self._hdr
+        if hdr[5] and hdr[4] == record[1] and not _differ(hdr, record, 3, 4):
+            return self._keys
+        epoch = _epoch_of(record, 3)
+        key = (epoch << 8) | record[1]
         k = self._suites.get(key)
         if k is None:
-            k = _Keys(self._keyring.master_for(epoch), epoch, alg)
+            k = _Keys(self._keyring.master_for(epoch), epoch, record[1])
             self._suites[key] = k
+        _copy(hdr, 0, record, 3, 4)
+        hdr[4] = record[1]
+        hdr[5] = 1
+        self._keys = k
         return k
 
-    def _check(self, seq, record):
-        # Returns (keys, ciphertext offset, body length), or None for an unverifiable chain head.
+    def _check(self, seq, record, out):
+        # Verify record `seq` and link it; decrypt into out unless None. Returns the payload length
+        # (0 when out is None), or -1 for an unverifiable chain head.
         n = len(record)
         if n < HEADER_LEN:
             raise TamperError("seq %d: record too short (%d bytes)" % (seq, n))
@@ -428,7 +490,6 @@ class Opener:
         flags = record[2]
         if flags & ~FLAG_ANCHOR:
             raise UnknownAlgorithm("seq %d: unknown flags 0x%02x" % (seq, flags))
-        epoch = (record[3] << 24) | (record[4] << 16) | (record[5] << 8) | record[6]
         o = HEADER_LEN
         ip = 0
         if flags & FLAG_ANCHOR:
@@ -446,66 +507,80 @@ class Opener:
             if seq <= self.last_seq:
                 raise TamperError("seq %d after seq %d: records out of order or replayed"
                                   % (seq, self.last_seq))
-            if epoch < self._epoch:
-                raise TamperError("seq %d: key epoch %d after epoch %d" % (seq, epoch, self._epoch))
+            if _epoch_before(record, self._eh):
+                raise TamperError("seq %d: key epoch %d after epoch %d"
+                                  % (seq, _epoch_of(record, 3), _epoch_of(self._eh, 0)))
             if flags & FLAG_ANCHOR:
-                same = ip == cx[8]
-                i = 0
-                while same and i < ip:
-                    same = record[HEADER_LEN + 1 + i] == cx[9 + i]
-                    i += 1
-                if not same:
+                if ip != cx[8] or _differ(self._tag_view(ip), record, HEADER_LEN + 1, ip):
                     raise TamperError("chain broken at seq %d: it does not follow seq %d"
                                       % (seq, self.last_seq))
-        k = self._suite(epoch, alg)
+        k = self._suite(record)
         if record[7] != k.kcv[0] or record[8] != k.kcv[1]:
-            if epoch in self._ok_epochs:
+            if k.epoch in self._ok_epochs:
                 raise TamperError("seq %d: key check altered" % seq)
             raise WrongKeyError("seq %d (key epoch %d) was sealed with a different key (key check mismatch): "
-                                "wrong key, or a damaged record header" % (seq, epoch))
+                                "wrong key, or a damaged record header" % (seq, k.epoch))
         if not self._have and not flags & FLAG_ANCHOR:
-            self._link(seq, epoch, record, body, t)
+            self._link(seq, record, body, t)
             self.unverified += 1
-            return None
+            return -1
         if not self._have:
             cx[8] = ip
             _copy(cx, 9, record, HEADER_LEN + 1, ip)
         struct.pack_into(">Q", cx, 0, seq)
-        _mac_into(k, self._cxmv, 9 + cx[8], memoryview(record), body, self._tag, 0)
+        mv = memoryview(record)
+        _mac_into(k, self._cxp.get(9 + cx[8]), mv[:body], self._tag, 0)
         if _differ(self._tag, record, body, t):
             raise TamperError("seq %d: authentication failed (record altered, or its predecessor deleted, "
                               "replaced or reordered)" % seq)
-        if self._have and seq != self.last_seq + 1:
+        if self._have and not _follows(self._prev, cx):
             self.gaps += 1
-        self._link(seq, epoch, record, body, t)
-        self._ok_epochs[epoch] = True
+        self._link(seq, record, body, t)
+        self._ok_epochs[k.epoch] = True
         self.verified += 1
-        return k, o, body
+        if out is None:
+            return 0
+        self._ctr.crypt(k, seq, mv[o:body], out, 0, body - o)
+        return body - o
 
-    def _link(self, seq, epoch, record, body, t):
+    def _tag_view(self, n):
+        # the chain's tag as a buffer starting at 0 (for _differ); n bytes of it are compared
+        _copy(self._tag, 0, self._cx, 9, n)
+        return self._tag
+
+    def _link(self, seq, record, body, t):
         cx = self._cx
         cx[8] = t
         _copy(cx, 9, record, body, t)
+        struct.pack_into(">Q", self._prev, 0, seq)
+        _copy(self._eh, 0, record, 3, 4)
         self.last_seq = seq
-        self._epoch = epoch
         self._have = True
 
     def verify(self, seq, record):
         """Check record `seq` and link it into the chain. True: verified. False: chain head that cannot
         be verified (trust starts at its tag). Raises TamperError / WrongKeyError / UnknownAlgorithm."""
-        return self._check(seq, record) is not None
+        return self._check(seq, record, None) >= 0
 
     def open_into(self, seq, record, out):
         """verify() then decrypt into out; returns the payload length, or -1 for an unverifiable head."""
-        r = self._check(seq, record)
-        if r is None:
-            return -1
-        k, o, body = r
-        n = body - o
-        self._ctr.crypt(k, seq, memoryview(record)[o:body], out, 0, n)
-        return n
+        return self._check(seq, record, out)
 
     def open(self, seq, record):
         """verify() then decrypt: the payload as bytes, or None for an unverifiable chain head."""
-        n = self.open_into(seq, record, self._buf)
+        n = self._check(seq, record, self._buf)
         return None if n < 0 else bytes(self._mv[:n])
+
+
+def _epoch_before(record, eh):
+    # key epoch in record[3:7] < eh[0:4], both big-endian, compared in 16-bit halves (small ints)
+    a = (record[3] << 8) | record[4]
+    b = (eh[0] << 8) | eh[1]
+    if a != b:
+        return a < b
+    return ((record[5] << 8) | record[6]) < ((eh[2] << 8) | eh[3])
+
+
+def _epoch_of(buf, at):
+    # big-endian u32 at buf[at]: off the per-record path (a heap int on 32-bit ports from 2**30 on)
+    return (buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]
