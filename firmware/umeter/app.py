@@ -161,10 +161,10 @@ class Meter:
 
     def stop(self):
         """A clean stop (power-fail warning, reset, the virtual board's Ctrl-C): book the window in
-        progress when the engine can (close_window), store what it produced, checkpoint. The seq of
-        the checkpoint, or 0."""
-        close = getattr(self.engine, "close_window", None)
-        if close is not None and close():
+        progress when the engine can (end_window), store what it produced, checkpoint. The seq of
+        the checkpoint, or 0. A failing end_window is a fault; the checkpoint is taken anyway."""
+        end = getattr(self.engine, "end_window", None)
+        if end is not None and self._guard(end):
             self._store_profiles()
         return self.checkpoint()
 
