@@ -39,3 +39,26 @@ def ed25519_vectors():
     """[(name, public_key, message, signature)] from RFC 8032 section 7.1."""
     return [(name, unhexlify(pk), unhexlify(msg), unhexlify(sig))
             for name, _sk, pk, msg, sig in rows("rfc8032_ed25519.txt")]
+
+
+def hss_vectors():
+    """[(name, hss_public_key, message, hss_signature)] from RFC 8554 Appendix F (both L = 2)."""
+    return [(name, unhexlify(pk), unhexlify(msg), unhexlify(sig))
+            for name, pk, msg, sig in rows("rfc8554_hss.txt")]
+
+
+def hss_levels(public_key, message, signature, lms):
+    """Split an HSS (public key, message, signature) into its single-tree LMS steps:
+    [(lms_public_key, signed_message, lms_signature)], top level first (RFC 8554 6.3 layout)."""
+    levels = public_key[3]
+    key = public_key[4:]
+    off = 4
+    steps = []
+    for _ in range(levels - 1):
+        size = lms._lms_signature_length(signature, off)
+        child = signature[off + size:off + size + lms.PUBLIC_KEY_SIZE]
+        steps.append((key, child, signature[off:off + size]))
+        key = child
+        off += size + lms.PUBLIC_KEY_SIZE
+    steps.append((key, message, signature[off:]))
+    return steps
