@@ -3,6 +3,7 @@ import binascii
 
 from mptest import raises
 from sim.nor import NorFlash, PowerCut
+from harness import state_torture
 from harness.state_torture import Rng
 from umeter.store import StoreError
 from umeter.store.region import Region
@@ -173,7 +174,7 @@ def check_mount_cost_bounded():
     fill(st, Rng(3), 200)
     f.reset_stats()
     again = State(f)
-    bound = 40 * 64 + 4096
+    bound = 40 * (64 + 1) + 4096            # every header, the active one again, the active sector
     assert again.stats()["mount_bytes_read"] == f.stats()["bytes_read"] <= bound
 
 
@@ -351,3 +352,155 @@ def check_on_spi_nor_driver():
     # Nothing outside the partition was touched.
     assert sim.flash.read(1024 * 1024 - 4096, 4096) == b"\xff" * 4096
     assert sim.flash.read(1024 * 1024 + 4 * 4096, 4096) == b"\xff" * 4096
+
+
+# --- revision 2: first format, foreign regions, allocation, cut sweeps -----------------------------
+def _first_format_bytes(n, log2=12):
+    from umeter.store.state_layout import HDRS, first_format_header
+
+    hb = bytearray(HDRS)
+    first_format_header(hb, log2, n, bytearray(4))
+    return bytes(hb)
+
+
+def _guarded(sectors=2, seed=0):
+    """A flash with one guard sector on each side of a State region (guards must stay erased)."""
+    f = NorFlash((sectors + 2) * 4096, seed=seed)
+    return f, Region(f, 4096, sectors * 4096)
+
+
+def _guards_erased(f):
+    return f.read(0, 4096) == b"\xff" * 4096 and f.read(f.size - 4096, 4096) == b"\xff" * 4096
+
+
+def check_first_format_cut_mounts():
+    """State(dev) on a blank device formats it (two programs: header copies A and B). A cut at either
+    program, with many tear patterns, and again during the mount that finishes it: the next mount
+    gives an empty, working store. Also every byte-wise tear of the 40 header bytes, made by hand."""
+    torn_nonblank = 0
+    for seed in range(24):
+        for k in (1, 2):
+            f, dev = _guarded(2, seed)
+            f.arm_cut(k)
+            with raises(PowerCut):
+                State(dev)
+            f.power_on()
+            if f.read(4096, 40) != b"\xff" * 40 and k == 1:
+                torn_nonblank += 1
+            if seed % 2:                       # cut the mount that finishes the format, too
+                f.arm_cut(1)
+                try:
+                    State(dev)
+                    f.disarm_cut()
+                except PowerCut:
+                    f.power_on()
+            st = State(dev)
+            assert len(st) == 0 and st.stats()["generation"] == 1
+            st.put(b"boots", b"\x01")
+            assert State(dev).get(b"boots") == b"\x01" and _guards_erased(f)
+    assert torn_nonblank >= 12                 # the cuts really left torn header bytes behind
+    first = _first_format_bytes(2)
+    for i in range(len(first)):
+        f, dev = _guarded(2)
+        part = bytearray(first[:i + 1])
+        cleared = ~first[i] & 0xFF
+        part[i] = 0xFF & ~(cleared & 0x5A)     # byte i: only some of its zero bits programmed
+        dev.program(0, bytes(part))
+        st = State(dev)
+        assert len(st) == 0 and f.read(4096, 40) == first, i
+    return torn_nonblank
+
+
+def _revision1_header(gen=3, n=2):
+    body = b"UMST" + bytes([1, 12, n & 0xFF, n >> 8]) + bytes([gen, 0, 0, 0]) + bytes(4)
+    c = binascii.crc32(body)
+    return body + bytes([c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, (c >> 24) & 0xFF])
+
+
+def check_foreign_regions_refused_untouched():
+    """Images that are not State revision 2: mount raises StoreError and changes no byte (guard
+    sectors included); State.format then takes them over."""
+    first = _first_format_bytes(2)
+    images = [
+        ("zeroed superblock", 0, bytes(16)),
+        ("text in the data area", 1000, b"not a state store"),
+        ("littlefs-like superblock", 0, b"\x03\x00\x00\x00\xf0\x0f\xff\xf7littlefs"),
+        ("data in the last sector only", 4096 + 3000, b"\x00\x01\x02\x03"),
+        ("revision-1 State header", 0, _revision1_header() * 2),
+        ("a tear of our first header, and more", 0, first[:10] + b"\xff" * 30 + b"\x00"),
+        ("one byte not a tear of our header", 0, bytes([first[0] & 0xFB])),
+    ]
+    for name, addr, data in images:
+        f, dev = _guarded(2)
+        dev.program(addr, data)
+        before = f.read(0, f.size)
+        try:
+            State(dev)
+            raise AssertionError("%s: mounted" % name)
+        except StoreError as e:
+            if name.startswith("revision-1"):
+                assert "revision 1" in str(e), str(e)
+        assert f.read(0, f.size) == before, "%s: the image was changed" % name
+        st = State.format(dev)
+        assert len(st) == 0 and _guards_erased(f)
+        st.put(b"k", b"v")
+        assert State(dev).get(b"k") == b"v"
+
+
+def check_get_into_allocation_free(heap_lock, heap_unlock):
+    """get_into with a buffer of the value's length allocates nothing (heap_lock), hits and misses,
+    and after a compaction; values whose CRCs are >= 2**30 included (most are)."""
+    st = State(RamDev(bytearray(b"\xff" * (2 * 4096))))
+    values = [bytes([i]) * 48 for i in range(8)]
+    for i, v in enumerate(values):
+        st.put(b"reg%d" % i, v)
+    st.compact()
+    buf = bytearray(48)
+    keys = [b"reg%d" % i for i in range(8)]
+    st.get_into(keys[0], buf)                  # warm up
+    ok = 0
+    heap_lock()
+    try:
+        for i in range(8):
+            if st.get_into(keys[i], buf) == 48 and buf == values[i]:
+                ok += 1
+        missing = st.get_into(b"none", buf)
+    finally:
+        heap_unlock()
+    assert missing == -1 and ok == 8
+
+
+def check_put_allocation_bound(alloc):
+    """A put allocates only memoryviews (one per page piece of its data, one for the read-back tail,
+    one per split), never a copy of the value and never an int object: the same bound, counted in
+    memoryviews, on every lane. `alloc(f)` returns the bytes f() allocated. Returns the figures."""
+    dev = RamDev(bytearray(b"\xff" * (3 * 4096)))
+    st = State(dev)
+    data = b"x" * 1024
+    view_size = alloc(lambda: memoryview(data))
+    figures = {"view_bytes": view_size}
+    for n in (8, 48, 300, 1000):
+        v = bytes([n & 0xFF]) * n
+        st.put(b"big", v)
+        if st.stats()["free_bytes"] < 2 * (n + 20):
+            st.compact()                       # measure a plain put, not one that compacts
+        used = alloc(lambda: st.put(b"big", v))
+        pages = 1 + (n + 3 + 255) // 256       # key + value span at most this many pages
+        assert used <= (pages + 2) * view_size, (n, used, view_size)
+        figures[n] = used
+    assert State(dev).get(b"big") == v
+    return figures
+
+
+def check_power_cut_sweep(configs):
+    """The exhaustive sweep (harness/state_torture.sweep) over each (sectors, sector_size, second)."""
+    total = 0
+    for sectors, ss, second in configs:
+        r = state_torture.sweep(sectors=sectors, sector_size=ss, second=second)
+        assert r["lost"] == 0 and r["corrupt"] == 0 and r["failed_at"] is None and not r["uncut_runs"], r
+        assert r["runs"] == r["ops"] * (second + 1) and r["first_format_cuts"] >= 2 * (second + 1), r
+        assert r["guards_blank"], r
+        if second:
+            assert r["cuts"] > r["runs"] and r["cuts_in_mount"] > r["first_format_cuts"], r
+        total += r["cuts"]
+    return total

@@ -66,3 +66,11 @@ def test_worn_sector_skipped():
 
 def test_on_spi_nor_driver():
     state_cases.check_on_spi_nor_driver()
+
+
+def test_first_format_cut_mounts():
+    assert state_cases.check_first_format_cut_mounts() >= 12
+
+
+def test_foreign_region_refused_untouched():
+    state_cases.check_foreign_regions_refused_untouched()

@@ -21,7 +21,7 @@ from .state_crc import crc_reset, crc_update
 from .state_flash import Flash
 from .state_layout import (DATA0, GEN_MAX, HDRS, MAX_KEY, SLOT, T_DEL, T_PUT, VERSION,
                            encode_header, encode_slot, equal4, geometry, max_value, slot_is_valid, u16)
-from .state_mount import (VBITS, VMASK, Geometry, Sector, program_header, scan, survey,
+from .state_mount import (VBITS, VMASK, Geometry, Sector, finish_header, program_header, scan, survey,
                           write_first_format)
 
 __all__ = ("State", "StateFull", "MAX_KEY", "VERSION", "StoreError")
@@ -71,8 +71,10 @@ class State:
             write_first_format(flash, geo, self._hb, self._acc)
             self._adopt(0, 1, Sector({}, 0, DATA0, ss, 0))
         else:
-            sector = scan(flash, geo, sv.active * ss, self._sb, self._acc)
-            self._corrupt = sv.damaged_copies + sector.corrupt
+            base = sv.active * ss
+            damaged = finish_header(flash, geo, base, self._hb, self._acc)
+            sector = scan(flash, geo, base, self._sb, self._acc)
+            self._corrupt = damaged + sector.corrupt
             self._adopt(sv.active, sv.gen, sector)
         self._counts = sv.counts
         self._mount_read = flash.bytes_read

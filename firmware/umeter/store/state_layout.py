@@ -92,7 +92,7 @@ def encode_header(hb, log2, n, gen, erases, acc):
 
 def first_format_header(hb, log2, n, acc):
     """What the first format writes to sector 0: generation 1, erase count 0 (fully determined by the
-    geometry, so a torn copy of it can be recognised: see could_be_torn_first_format)."""
+    geometry, so a torn copy of it can be recognised: see could_be_torn_program)."""
     encode_header(hb, log2, n, 1, 0, acc)
 
 
@@ -119,30 +119,21 @@ def decode_copy(hb, o, log2, n, acc):
 
 
 def decode_header(hb, log2, n, acc):
-    """(generation, erases, damaged copies) from both copies in hb[0:40], or None when neither is a
-    State header. Two valid copies that disagree were not written by State: StoreError."""
+    """(generation, erases) from the two copies in hb[0:40] (copy A when valid, else copy B), or None
+    when neither is a State header. Two valid copies that disagree were not written by State:
+    StoreError."""
     a = decode_copy(hb, 0, log2, n, acc)
     b = decode_copy(hb, HDR, log2, n, acc)
-    if a is None and b is None:
-        return None
-    if a is not None and b is not None:
-        if a != b:
-            raise StoreError("sector header copies disagree")
-        return a[0], a[1], 0
-    if a is None:
-        return b[0], b[1], 1
-    # Copy B blank: the commit was cut between the copies (not damage). Anything else is a flip.
-    for i in range(HDR, HDRS):
-        if hb[i] != 0xFF:
-            return a[0], a[1], 1
-    return a[0], a[1], 0
+    if a is not None and b is not None and a != b:
+        raise StoreError("sector header copies disagree")
+    return a if a is not None else b
 
 
-def could_be_torn_first_format(seen, first):
-    """True when every byte of `seen` is `first` with only some of its programmed (0) bits taken: what
-    a program of `first` onto erased flash leaves when it is cut at any point (or never started)."""
-    for i in range(len(first)):
-        if seen[i] & first[i] != first[i]:
+def could_be_torn_program(seen, meant):
+    """True when every byte of `seen` is `meant` with only some of its programmed (0) bits taken: what
+    a program of `meant` onto erased flash leaves when it is cut at any point (or never started)."""
+    for i in range(len(meant)):
+        if seen[i] & meant[i] != meant[i]:
             return False
     return True
 

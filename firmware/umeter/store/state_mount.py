@@ -3,7 +3,7 @@ a first format that a power cut interrupted. Everything is returned to the calle
 state between calls."""
 from .errors import StoreError
 from .state_layout import (DATA0, HDR, HDRS, SLOT, T_PUT, decode_header, first_format_header,
-                           could_be_torn_first_format, slot_is_free, slot_is_valid, u16)
+                           could_be_torn_program, decode_copy, slot_is_free, slot_is_valid, u16)
 from .state_crc import crc_reset, crc_update
 
 VBITS = 11            # index value = (slot offset << VBITS) | value length: < 2**27, a small int
@@ -22,11 +22,10 @@ class Survey:
     """What the sector headers say. active == -1: no header at all, and the device is blank or holds
     a cut first format (every other device with no header raises StoreError in survey())."""
 
-    def __init__(self, active, gen, counts, damaged_copies):
+    def __init__(self, active, gen, counts):
         self.active = active
         self.gen = gen
         self.counts = counts
-        self.damaged_copies = damaged_copies
 
 
 class Sector:
@@ -45,7 +44,6 @@ def survey(flash, geo, hb, acc):
     ss, n = geo.ss, geo.n
     best = -1
     best_gen = 0
-    damaged = 0
     tie = False
     counts = [None] * n
     for s in range(n):
@@ -53,21 +51,21 @@ def survey(flash, geo, hb, acc):
         h = decode_header(hb, geo.log2, n, acc)
         if h is None:
             continue
-        gen, erases, bad = h
+        gen, erases = h
         counts[s] = erases
         if gen > best_gen:
-            best, best_gen, damaged, tie = s, gen, bad, False
+            best, best_gen, tie = s, gen, False
         elif gen == best_gen:
             tie = True
     if best < 0:
         if not blank_or_torn_first_format(flash, geo, hb, acc):
             raise StoreError("not a State store (no State header, and not blank): left untouched")
-        return Survey(-1, 0, [0] * n, 0)
+        return Survey(-1, 0, [0] * n)
     if tie:
         raise StoreError("two sectors claim generation %d" % best_gen)
     # A sector whose header is gone (torn erase, never used) is taken as worn as the active one.
     guess = counts[best]
-    return Survey(best, best_gen, [guess if c is None else c for c in counts], damaged)
+    return Survey(best, best_gen, [guess if c is None else c for c in counts])
 
 
 def blank_or_torn_first_format(flash, geo, hb, acc):
@@ -76,9 +74,27 @@ def blank_or_torn_first_format(flash, geo, hb, acc):
     first_format_header(hb, geo.log2, geo.n, acc)
     seen = bytearray(HDRS)
     flash.read_into(0, seen)
-    if not could_be_torn_first_format(seen, hb):
+    if not could_be_torn_program(seen, hb):
         return False
     return flash.last_programmed(HDRS, flash.size - HDRS) < 0
+
+
+def finish_header(flash, geo, base, hb, acc):
+    """Read the active sector's header. When copy A is intact and copy B is blank or a cut program of
+    copy A (the commit was cut between the two), program copy B now: programming A's bytes again only
+    clears bits A clears, so a cut here is harmless. Returns the number of damaged copies (0 or 1: a
+    copy that no cut explains, counted in corrupt_skipped)."""
+    flash.read_into(base, hb)
+    a = memoryview(hb)[:HDR]
+    b = memoryview(hb)[HDR:HDRS]
+    if a == b:
+        return 0
+    if decode_copy(hb, 0, geo.log2, geo.n, acc) is None:
+        return 1                                # copy A damaged; copy B carries the sector
+    if could_be_torn_program(b, a):             # B holds part of A's bytes and nothing else
+        flash.program(base + HDR, bytes(a))
+        return 0
+    return 1
 
 
 def write_first_format(flash, geo, hb, acc):
