@@ -65,7 +65,6 @@ SIGNED_PREFIX = b"umeter bundle v1\x00"
 KEY_ID_PREFIX = b"umeter ota key v1"
 
 _NAME_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
-_PATH_CHARS = _NAME_CHARS + b"/"
 
 
 class BundleError(ValueError):
@@ -155,23 +154,32 @@ def _name(value, lo, hi, what, chars=_NAME_CHARS):
                 raise BundleError("manifest: %s has a byte 0x%02x outside printable ASCII" % (what, b))
         elif b not in chars:
             raise BundleError("manifest: %s has a byte 0x%02x not allowed" % (what, b))
-    return bytes(value).decode()
+    return str(value, "ascii")
 
 
 def check_path(path):
-    """Refuse a FILE path BUNDLE.md does not allow (str or bytes); returns it as str."""
-    raw = path.encode() if isinstance(path, str) else bytes(path)
-    if not 1 <= len(raw) <= 64:
-        raise BundleError("manifest: FILE path of %d bytes, allowed 1..64" % len(raw))
-    for b in raw:
-        if b not in _PATH_CHARS:
-            raise BundleError("manifest: FILE path %r has a byte 0x%02x not allowed" % (raw, b))
-    text = raw.decode()
-    if text[0] in "/.":
+    """Refuse a FILE path BUNDLE.md does not allow (str, bytes or memoryview); returns it as str. Scans in
+    place: the only allocation is the returned string."""
+    raw = path.encode() if isinstance(path, str) else path
+    n = len(raw)
+    if not 1 <= n <= 64:
+        raise BundleError("manifest: FILE path of %d bytes, allowed 1..64" % n)
+    for i in range(n):
+        c = raw[i]
+        if c != 0x2F and c not in _NAME_CHARS:
+            raise BundleError("manifest: FILE path %r has a byte 0x%02x not allowed" % (bytes(raw), c))
+    text = str(raw, "ascii")
+    if text[0] == "/" or text[0] == ".":
         raise BundleError("manifest: FILE path %r not allowed (starts with %r)" % (text, text[0]))
-    for part in text.split("/"):
-        if part in ("", ".", ".."):
+    start = 0
+    while start <= n:
+        cut = text.find("/", start)
+        end = n if cut < 0 else cut
+        length = end - start
+        if length == 0 or (length == 1 and text.startswith(".", start)) or \
+                (length == 2 and text.startswith("..", start)):
             raise BundleError("manifest: FILE path %r not allowed (empty, . or .. component)" % text)
+        start = end + 1
     if text == "main.py" or text == "main.mpy":
         raise BundleError("manifest: FILE path %r not allowed (the boot stage is never in a bundle)" % text)
     return text
@@ -186,34 +194,44 @@ def _check_lms_public_key(pub, what):
         raise BundleError("%s: unknown LM-OTS type 0x%08x" % (what, ots_type))
 
 
+def _module_stem(path):
+    # "a/b.py" and "a/b.mpy" -> "a/b" (MicroPython imports X.py before X.mpy); None for other files.
+    if path.endswith(".py"):
+        return path[:-3]
+    if path.endswith(".mpy"):
+        return path[:-4]
+    return None
+
+
 def _check_files(files):
-    seen = {}
-    stems = {}
-    dirs = {}
+    # Sets of the path strings the result keeps anyway; one short string per module stem and directory.
+    paths = set()
+    stems = set()
+    dirs = set()
     has_board = False
     has_package = False
-    for path, _, _ in files:
-        if path in seen:
+    for f in files:
+        path = f[0]
+        if path in paths:
             raise BundleError("manifest: FILE path %r appears twice" % path)
-        seen[path] = True
-        # X.py shadows X.mpy at import: one of them only.
-        for suffix in (".py", ".mpy"):
-            if path.endswith(suffix):
-                stem = path[:-len(suffix)]
-                if stem in stems:
-                    raise BundleError("manifest: FILE %r and %r both present (one would shadow the other)"
-                                      % (stems[stem], path))
-                stems[stem] = path
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            dirs["/".join(parts[:i])] = path
+        paths.add(path)
+        stem = _module_stem(path)
+        if stem is not None:
+            if stem in stems:
+                raise BundleError("manifest: FILE %r and another %s.py/.mpy both present (one would shadow "
+                                  "the other)" % (path, stem))
+            stems.add(stem)
+        cut = path.find("/")
+        while cut > 0:
+            dirs.add(path[:cut])
+            cut = path.find("/", cut + 1)
         if path == "board.py" or path == "board.mpy":
             has_board = True
-        if parts[0] == "umeter" and len(parts) > 1:
+        elif path.startswith("umeter/"):
             has_package = True
-    for path in seen:
-        if path in dirs:
-            raise BundleError("manifest: FILE %r is also a directory of %r" % (path, dirs[path]))
+    for d in dirs:
+        if d in paths:
+            raise BundleError("manifest: FILE %r is also a directory of another FILE" % d)
     if not has_board:
         raise BundleError("manifest: no board.py or board.mpy in FILE list")
     if not has_package:
