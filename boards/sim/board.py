@@ -5,6 +5,10 @@ Simulator only (never deployed to hardware):
 - samples: sim.grid from `scenario.json` (keys as in host_tools/sim/grid.py), 4 kHz pairs, 12-bit
 - keystore: files under `keys/`; on first start a random *development* key is provisioned and
   shown as such in status (real boards have no key until `meterctl provision`)
+- power-fail input: the host's pipe (vboard/powerrail.py) when the host wires it, with a hold-up time
+  of UMETER_HOLD_UP_MS (default 20) ms of simulated time; the flash refuses to work past it
+- clean stops: a soft reset or machine.reset() (sys.atexit) and the host's stop byte book the open
+  window and checkpoint first
 All files live in the board directory: the working directory (the virtual board mounts it as `/`).
 """
 import json
@@ -18,7 +22,7 @@ PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
 CHECKPOINT_S = int(os.getenv("UMETER_CHECKPOINT_S") or "60")
 ENGINE = {"v_peak_fs": 400.0, "i_peak_fs": 100.0, "u_nominal": 230.0, "i_nominal": 10.0, "profile_min": 15}
 CALIBRATION = {}
-POWER_FAIL_PIN = None
+POWER_FAIL_PIN = "vboard"  # the host's power-fail pipe (vboard/powerrail.py), when wired
 
 
 def board_dir():
@@ -29,12 +33,65 @@ def flash_image():
     return os.getenv("UMETER_FLASH_IMAGE") or board_dir() + "/flash.img"
 
 
+_rail = None
+
+
+def rail():
+    """The supply (vboard.powerrail.PowerRail), counted on the simulated flash's clock."""
+    global _rail
+    if _rail is None:
+        from vboard.powerrail import PowerRail
+
+        _rail = PowerRail(_flash_sim().ticks_us)
+    return _rail
+
+
+_sim = None
+
+
+def _flash_sim():
+    global _sim
+    if _sim is None:
+        from sim.spi import SpiNorSim
+
+        _sim = SpiNorSim(FLASH_CHIP, path=flash_image())
+    return _sim
+
+
 def flash():
-    from sim.spi import SpiNorSim
     from umeter.hal.spi_nor import SpiNor
 
-    sim = SpiNorSim(FLASH_CHIP, path=flash_image())
-    return SpiNor(sim.spi, sim.cs, sleep_us=sim.sleep_us, ticks_us=sim.ticks_us)
+    sim = _flash_sim()
+    return Powered(SpiNor(sim.spi, sim.cs, sleep_us=sim.sleep_us, ticks_us=sim.ticks_us), rail())
+
+
+class Powered:
+    """The flash device behind the supply: past the hold-up time no program or erase starts."""
+
+    def __init__(self, dev, supply):
+        self._dev = dev
+        self._supply = supply
+        self.size, self.sector_size, self.page_size = dev.size, dev.sector_size, dev.page_size
+
+    def __getattr__(self, name):
+        return getattr(self._dev, name)
+
+    def read(self, addr, n):
+        return self._dev.read(addr, n)
+
+    def program(self, addr, data):
+        self._supply.check()
+        self._dev.program(addr, data)
+
+    def erase_sector(self, addr):
+        self._supply.check()
+        self._dev.erase_sector(addr)
+
+
+def engine(src):
+    from vboard.stop_engine import StopEngine
+
+    return StopEngine.for_source(src, calib=CALIBRATION, **ENGINE)
 
 
 def scenario():
@@ -54,7 +111,37 @@ def sampler():
 
     grid = Grid(scenario())
     speed = float(os.getenv("UMETER_SIM_SPEED") or "1")
-    return grid if speed <= 0 else Paced(grid, speed)
+    return Mains(grid if speed <= 0 else Paced(grid, speed), rail())
+
+
+class Mains:
+    """The sample source behind the supply: the host's power-fail edge runs the meter's handler (from
+    the thread that steps the meter: the unix port runs scheduled callbacks only in the main thread,
+    which sits in the REPL), and after it no samples come (the mains are gone)."""
+
+    def __init__(self, src, supply):
+        self._src = src
+        self._supply = supply
+        for name in ("rate_hz", "adc_bits", "skew_us", "block_pairs"):
+            setattr(self, name, getattr(src, name))
+
+    def start(self):
+        self._src.start()
+
+    def stop(self):
+        self._src.stop()
+
+    def read_block(self):
+        supply = self._supply
+        if supply.failed:
+            return None
+        kind = supply.edge()
+        if kind is not None:
+            from umeter import app
+
+            supply.handle(kind, app.meter())
+            return None
+        return self._src.read_block()
 
 
 class Paced:
@@ -104,24 +191,43 @@ def watchdog():
 
 
 def power_fail(callback):
-    return False
+    """True when the host wired the power-fail pipe. The edge is handled by Mains (see there), not by
+    the scheduled IRQ callback."""
+    return rail().wired
 
 
 def start_background(step):
     """Unix port: a thread steps the meter while the REPL thread serves mpremote. Once a second it
-    also writes status.json into the board directory for the host's live display."""
+    also writes status.json into the board directory for the host's live display. A soft reset or
+    machine.reset() ends the process: at exit the thread books the open window and checkpoints first
+    (the REPL thread waits for it, at most 3 s)."""
     import _thread
+    import sys
     import time
+
+    from umeter import app
+
+    flags = [False, False]  # exit requested, clean stop done
 
     def loop():
         last = time.ticks_ms()
-        while True:
+        while not flags[0]:
             if not step():
                 time.sleep_ms(2)
             if time.ticks_diff(time.ticks_ms(), last) >= 1000:
                 last = time.ticks_ms()
                 write_status()
+        if not rail().failed:  # after a power-fail edge the handler already stopped the meter
+            app.meter().stop()
+        flags[1] = True
 
+    def at_exit():
+        flags[0] = True
+        t0 = time.ticks_ms()
+        while not flags[1] and time.ticks_diff(time.ticks_ms(), t0) < 3000:
+            time.sleep_ms(5)
+
+    sys.atexit(at_exit)
     _thread.start_new_thread(loop, ())
 
 

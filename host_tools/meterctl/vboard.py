@@ -3,8 +3,8 @@ USB serial port, so ``mpremote connect /dev/pts/N ...`` and meterctl work agains
 
     with VirtualBoard("sim_state", main=None) as vb:    # main: a host script replacing the board's main.py
         print(vb.pty_path)                               # give this to mpremote
-        vb.power_cut()                                   # SIGKILL the firmware and boot it again
-        vb.restart()                                     # a clean hard reset (power-on boot)
+        vb.power_cut()                                   # power-fail warning, hold-up, SIGKILL, boot again
+        vb.restart()                                     # a hard reset (reset button: no warning)
 
 How it works:
 - The firmware process is ``micropython -X heapsize=H host_tools/vboard/boardfs.py`` with MICROPYPATH =
@@ -29,6 +29,12 @@ How it works:
   and hides the friendly banner, so the next thing the user sees is ``raw REPL; CTRL-B to exit``.
   ``machine.reset()`` (added by boardfs.py; ``mpremote reset`` calls it) exits with HARD_RESET_STATUS
   and boots with main.py, like power-on.
+
+- Power-fail input (meterctl/powerfail.py, firmware side vboard/powerrail.py): each firmware process
+  gets a pipe pair. A power cut first raises the input and waits for the meter's acknowledgement (it
+  books the open window and checkpoints within the hold-up time, simulated), then SIGKILLs; with
+  hold_up_ms=0 there is no warning. stop() (Ctrl-C of `meterctl sim`) sends a clean stop the same way.
+  Files the firmware creates (keys, image) are its owner's only (umask 077).
 
 Findings on the unix port (v1.29 preview, ``_thread='unsafe'``, i.e. no GIL), verified by
 tests/test_vboard.py:
@@ -60,6 +66,9 @@ import time
 import tty
 from pathlib import Path
 
+from meterctl.powerfail import DEFAULT_HOLD_UP_MS, PowerFailLine
+
+__all__ = ["DEFAULT_HOLD_UP_MS", "ROOT", "VirtualBoard", "VirtualBoardError", "find_micropython"]
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = ROOT / "host_tools" / "vboard" / "boardfs.py"
 HARD_RESET_STATUS = 86  # vboard/boardfs.py and vboard/vbmachine.py use the same value
@@ -111,7 +120,8 @@ def _read_available(fd):
 
 class VirtualBoard:
     def __init__(self, board_dir, main=None, heapsize="4M", repo=ROOT, board="sim", extra_path=(),
-                 sandbox=True, raw_reset_runs_main=False, crlf=True, micropython=None, env=None, log=None):
+                 sandbox=True, raw_reset_runs_main=False, crlf=True, micropython=None, env=None, log=None,
+                 hold_up_ms=DEFAULT_HOLD_UP_MS):
         """board_dir: the board's filesystem (created if missing). main: a host path to a script that
         replaces the board's main.py (None: the board's main.py, else <repo>/firmware/main.py).
         log: a callable taking one line, for host-side events (boots, exits, cuts)."""
@@ -127,6 +137,8 @@ class VirtualBoard:
         self.micropython = micropython or find_micropython()
         self.env = dict(env or {})
         self.log = log or (lambda line: None)
+        self.hold_up_ms = hold_up_ms  # power-fail warning before each cut (simulated ms; 0: none)
+        self._line = None             # the current process's power-fail input (PowerFailLine)
         self.boots = 0            # firmware processes started so far
         self.last_exit = None     # exit status of the previous firmware process
         self.error = None         # why the bridge stopped, if it failed
@@ -164,6 +176,8 @@ class VirtualBoard:
             self._cutter = None
         self._thread.join()
         self._thread = None
+        if self._proc is not None and self._proc.poll() is None and self._line is not None:
+            self._line.clean_stop()  # the meter books its open window and checkpoints first
         self._kill()
         for fd in (self._user_master, self._user_slave, self._fw_master, self._fw_slave):
             os.close(fd)
@@ -176,9 +190,11 @@ class VirtualBoard:
         """SIGKILL the firmware at this instant and boot it again (main.py runs)."""
         self._request("cut", timeout)
 
-    def start_power_cuts(self, min_s=2.0, max_s=10.0, seed=None):
+    def start_power_cuts(self, min_s=2.0, max_s=10.0, seed=None, hold_up_ms=None):
         """Cut power at random moments, uniformly spaced in [min_s, max_s] seconds, until stop()."""
         rng = random.Random(seed)
+        if hold_up_ms is not None:
+            self.hold_up_ms = hold_up_ms
 
         def loop():
             while not self._stop.wait(rng.uniform(min_s, max_s)):
@@ -246,9 +262,14 @@ class VirtualBoard:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
+        line = self._line = PowerFailLine(self.hold_up_ms)
+        env = self._environment(run_main)
+        env.update(line.env())
         self._proc = subprocess.Popen(
             self._command(), stdin=slave, stdout=slave, stderr=slave, cwd=str(self.board_dir),
-            env=self._environment(run_main), preexec_fn=become_session_leader, close_fds=True)
+            env=env, preexec_fn=become_session_leader, close_fds=True, pass_fds=line.child_fds(),
+            umask=0o077)
+        line.started()
         self.boots += 1
         self._raw_mode = False
         self._tail = b""
@@ -268,6 +289,9 @@ class VirtualBoard:
         if proc is not None:
             proc.wait()
             self.last_exit = proc.returncode
+        if self._line is not None:
+            self._line.close()
+            self._line = None
 
     # ---- bridge -----------------------------------------------------------------------------------
 
@@ -319,6 +343,8 @@ class VirtualBoard:
                 self._on_exit()
 
     def _hard_reset(self, kind):
+        if kind == "cut" and self._line is not None and self._proc.poll() is None:
+            self._line.warn()  # the supervisor's warning, then the hold-up time runs out
         self._kill()
         self._drain_output(forward=(kind != "cut"))  # a power cut loses what the UART had not sent
         what = "power cut" if kind == "cut" else "hard reset"
@@ -327,8 +353,8 @@ class VirtualBoard:
         self._boot(run_main=True)
 
     def _on_exit(self):
-        self._proc.wait()
-        self.last_exit = status = self._proc.returncode
+        self._kill()  # reaps it and closes its power-fail line
+        status = self.last_exit
         self._drain_output(forward=True)
         self._early_exits = 0 if self._ready.is_set() else self._early_exits + 1
         if status == SANDBOX_FAILED_STATUS or self._early_exits >= CRASH_LOOP:

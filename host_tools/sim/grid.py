@@ -66,6 +66,72 @@ def _turns(deg):
     return int(math.floor(deg / 360.0 * 4294967296.0 + 0.5)) & _M32
 
 
+def _number(sc, key, lo=None, lo_open=False, hi=None):
+    """sc[key] as a float: a real number (not a string, bool or NaN), within the bounds given."""
+    v = sc[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError("%s must be a number, not %r" % (key, v))
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError("%s must be a finite number, not %r" % (key, v))
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise ValueError("%s must be %s %g, not %g" % (key, ">" if lo_open else ">=", lo, v))
+    if hi is not None and v > hi:
+        raise ValueError("%s must be <= %g, not %g" % (key, hi, v))
+    return v
+
+
+def _integer(sc, key, lo, hi=None):
+    v = _number(sc, key, lo, hi=hi)
+    if v != math.floor(v):
+        raise ValueError("%s must be a whole number, not %g" % (key, v))
+    return int(v)
+
+
+def validate(sc):
+    """Refuse a scenario that makes no physical sense, with the reason (ValueError). sc holds every key
+    of DEFAULTS (and no other). Zero vrms / irms are allowed (no voltage, no load); negative are not."""
+    for k in sc:
+        if k not in DEFAULTS:
+            raise ValueError("unknown scenario key %r" % k)
+    _number(sc, "vrms", 0.0)
+    _number(sc, "irms", 0.0)
+    _number(sc, "phase_deg", -360.0, hi=360.0)
+    _number(sc, "ct_phase_deg", -90.0, hi=90.0)
+    _number(sc, "skew_us", -1e6, hi=1e6)
+    _number(sc, "noise_lsb", 0.0)
+    _integer(sc, "adc_bits", 8, hi=16)
+    _integer(sc, "seed", 0, hi=4294967295)
+    rate = _integer(sc, "rate_hz", 1)
+    _integer(sc, "block_pairs", 1)
+    f = _number(sc, "freq_hz", 0.0, lo_open=True)
+    if not 2 * f < rate:
+        raise ValueError("freq_hz %g is not below Nyquist (rate_hz %d / 2)" % (f, rate))
+    dc = sc["dc_lsb"]
+    if isinstance(dc, (list, tuple)):
+        if len(dc) != 2:
+            raise ValueError("dc_lsb must be a number or [v, i], not %r" % (dc,))
+        _number({"dc_lsb[0]": dc[0]}, "dc_lsb[0]")
+        _number({"dc_lsb[1]": dc[1]}, "dc_lsb[1]")
+    else:
+        _number(sc, "dc_lsb")
+    hs = sc["harmonics"]
+    if not isinstance(hs, (list, tuple)):
+        raise ValueError("harmonics must be a list of [order, v_pct, i_pct(, phase_deg)]")
+    for h in hs:
+        if not isinstance(h, (list, tuple)) or len(h) not in (3, 4):
+            raise ValueError("harmonic %r must be [order, v_pct, i_pct(, phase_deg)]" % (h,))
+        item = {"harmonic order": h[0], "harmonic v_pct": h[1], "harmonic i_pct": h[2],
+                "harmonic phase_deg": h[3] if len(h) > 3 else 0.0}
+        order = _integer(item, "harmonic order", 2)
+        if not 2 * order * f < rate:
+            raise ValueError("harmonic order %d (%g Hz) is not below Nyquist (rate_hz %d / 2)"
+                             % (order, order * f, rate))
+        _number(item, "harmonic v_pct", 0.0)
+        _number(item, "harmonic i_pct", 0.0)
+        _number(item, "harmonic phase_deg", -360.0, hi=360.0)
+
+
 class Grid:
     """A sample source (see notes/sampling.md) fed by a scenario."""
 
@@ -78,16 +144,13 @@ class Grid:
                 if k not in DEFAULTS:
                     raise ValueError("unknown scenario key %r" % k)
                 sc[k] = src[k]
+        validate(sc)
         self.scenario = sc
         bits = int(sc["adc_bits"])
-        if not 8 <= bits <= 16:
-            raise ValueError("adc_bits must be 8..16")
         self.adc_bits = bits
         self.rate_hz = int(sc["rate_hz"])
         self.block_pairs = int(sc["block_pairs"])
         self.skew_us = sc["skew_us"]
-        if self.rate_hz <= 0 or self.block_pairs <= 0:
-            raise ValueError("rate_hz and block_pairs must be positive")
         self.mid = 1 << (bits - 1)
         self.v_per_lsb = V_PEAK_FS / self.mid
         self.a_per_lsb = I_PEAK_FS / self.mid
@@ -96,8 +159,6 @@ class Grid:
         self._noise = float(sc["noise_lsb"])
         self._phase = 0
         f = float(sc["freq_hz"])
-        if not 0 < 2 * f < self.rate_hz:
-            raise ValueError("freq_hz must be below Nyquist")
         self._inc = int(math.floor(f / self.rate_hz * 4294967296.0 + 0.5)) & _M32
         self._x = (int(sc["seed"]) ^ 0x9E3779B9) & _M32 or 1
         # Components as (order, peak amplitude in LSB, phase offset in accumulator units).
@@ -107,8 +168,6 @@ class Grid:
         icomp = [(1, sc["irms"], sc["phase_deg"])]
         for h in sc["harmonics"]:
             order = int(h[0])
-            if order < 2 or 2 * order * f >= self.rate_hz:
-                raise ValueError("harmonic order must be >= 2 and below Nyquist")
             vcomp.append((order, sc["vrms"] * h[1] / 100.0, 0.0))
             icomp.append((order, sc["irms"] * h[2] / 100.0, h[3] if len(h) > 3 else 0.0))
         self._vc = [(h, _SQRT2 * r / self.v_per_lsb, _turns(0.0)) for h, r, _ in vcomp if r]

@@ -1,5 +1,6 @@
 # Headless virtual board (MicroPython unix port): run the real firmware for N simulated seconds as fast
-# as the host allows, end with a checkpoint (the next run continues from it).
+# as the host allows, end with a clean stop: the window in progress is booked and checkpointed, so N
+# simulated seconds register N seconds of energy and the next run continues exactly from it.
 #   micropython run_meter.py SECONDS [PROGRESS_S]    (board `sim` on the path; files per boards/sim/board.py)
 # Prints JSON lines: {"event": "boot", ...} once started, {"event": "progress", ...} every PROGRESS_S
 # simulated seconds (default 60), and the result object as the last line.
@@ -43,7 +44,7 @@ def main():
         done += n
         if done < total:
             emit(snapshot(meter, "progress"))
-    meter.checkpoint()
+    meter.stop()
     host_s = time.ticks_diff(time.ticks_ms(), t0) / 1000.0
     st = meter.status()
     win = st["window"] or {}
