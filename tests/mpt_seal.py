@@ -384,3 +384,18 @@ def test_gaps_and_epoch_order_with_48_bit_seqs():
     old.resume(base + 4, seal.tag_of(recs[-1][1]))
     with raises(TamperError, match="key epoch 2147483647 after epoch 2147483648"):
         op.open(base + 5, old.seal(base + 5, payload(5)))
+
+
+def test_opener_memory_stays_flat_over_an_epoch_per_boot():
+    # every boot starts a key epoch: an opener walking years of records must not keep every suite
+    s = seal.Sealer(Ring({0: KEY_A}), 1)
+    op = seal.Opener(Ring({0: KEY_A}))
+    used = []
+    for seq in range(1, 121):
+        s.rotate(seq)
+        assert op.open(seq, s.seal(seq, payload(seq))) == payload(seq)
+        if seq in (20, 120):
+            gc.collect()
+            used.append(gc.mem_alloc())
+    assert op.verified == 120 and op.gaps == 0
+    assert used[1] - used[0] < 2048, used  # bounded suite cache (seal.SUITES), not 100 more key sets

@@ -12,9 +12,14 @@ A program may not cross a page boundary. Everything random (torn writes, worn-ou
 a private xorshift generator seeded by `seed`, so a run is reproducible on both interpreters.
 """
 
+import sys
 from array import array
 
 from sim.rng import XorShift32
+
+# MicroPython's unix files are unbuffered (every write is a syscall, so a killed process loses nothing)
+# and their flush() is an fsync: skip it there. CPython buffers: flush after every write.
+_FLUSH = sys.implementation.name != "micropython"
 
 # Datasheet model (Winbond W25Q16JV/64JV/128JV, same page/sector timing). Microseconds.
 TIMING_US = {
@@ -126,7 +131,8 @@ class NorFlash:
         f = self._file
         f.seek(addr)
         f.write(data)
-        f.flush()
+        if _FLUSH:
+            f.flush()
 
     def _fill_ff(self, addr, n):
         ff = self._ff
@@ -140,7 +146,8 @@ class NorFlash:
             f.seek(addr)
             for _ in range(0, n, len(ff)):
                 f.write(ff)
-            f.flush()
+            if _FLUSH:
+                f.flush()
 
     def close(self):
         if self._file is not None:

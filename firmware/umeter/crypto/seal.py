@@ -15,6 +15,7 @@ HEADER_LEN = const(9)         # version, alg, flags, epoch u32, key check u16
 KCV_LEN = const(2)
 MAX_TAG = const(32)
 MAX_OVERHEAD = const(74)      # header + anchor (1 + 32) + 32-byte tag
+SUITES = const(4)             # key suites an Opener keeps (one epoch per boot: never all of them)
 _TAGLEN = {1: 16, 2: 32}
 
 _SALT = b"umeter seal v1"
@@ -106,6 +107,7 @@ class _Keys:
         self.mac = Hmac(ex.mac(_INFO_MAC, ctx, _ONE))
         self.kcv = ex.mac(_INFO_KCV, ctx, _ONE)[:KCV_LEN]
         self.ecb = None
+        self.verified = False  # an Opener verified a record with these keys (KCV mismatch = tamper)
 
     def __repr__(self):
         return "<keys epoch=%d alg=%d>" % (self.epoch, self.alg)
@@ -428,8 +430,7 @@ class Opener:
         self._hdr = bytearray(6)    # epoch u32 || alg of the suite in use (as in the record), 1 once set
         self._keys = None
         self._eh = bytearray(4)     # the chain's current key epoch, as stored (big-endian)
-        self._suites = {}
-        self._ok_epochs = {}
+        self._suites = {}           # (epoch << 8 | alg) -> keys: at most SUITES (an epoch per boot)
         self.verified = 0
         self.unverified = 0
         self.gaps = 0
@@ -467,12 +468,19 @@ class Opener:
         k = self._suites.get(key)
         if k is None:
             k = _Keys(self._keyring.master_for(epoch), epoch, record[1])
+            if len(self._suites) >= SUITES:
+                # chains only move to newer epochs: forget the older suites, keep the current one
+                self._suites = {} if self._keys is None else {self._key_of(self._keys): self._keys}
             self._suites[key] = k
         _copy(hdr, 0, record, 3, 4)
         hdr[4] = record[1]
         hdr[5] = 1
         self._keys = k
         return k
+
+    @staticmethod
+    def _key_of(k):
+        return (k.epoch << 8) | k.alg
 
     def _check(self, seq, record, out):
         # Verify record `seq` and link it; decrypt into out unless None. Returns the payload length
@@ -516,7 +524,7 @@ class Opener:
                                       % (seq, self.last_seq))
         k = self._suite(record)
         if record[7] != k.kcv[0] or record[8] != k.kcv[1]:
-            if k.epoch in self._ok_epochs:
+            if k.verified or (self._have and not _differ(self._eh, record, 3, 4)):
                 raise TamperError("seq %d: key check altered" % seq)
             raise WrongKeyError("seq %d (key epoch %d) was sealed with a different key (key check mismatch): "
                                 "wrong key, or a damaged record header" % (seq, k.epoch))
@@ -536,7 +544,7 @@ class Opener:
         if self._have and not _follows(self._prev, cx):
             self.gaps += 1
         self._link(seq, record, body, t)
-        self._ok_epochs[k.epoch] = True
+        k.verified = True
         self.verified += 1
         if out is None:
             return 0
