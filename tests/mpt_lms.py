@@ -78,3 +78,11 @@ def test_sizes_and_type_codes():
     assert (lms.LMS_SHA256_M32_H5, lms.LMS_SHA256_M32_H25) == (5, 9)
     assert (lms.LMOTS_SHA256_N32_W1, lms.LMOTS_SHA256_N32_W8) == (1, 4)
     assert lms.PUBLIC_KEY_SIZE == 56 and lms.HSS_PUBLIC_KEY_SIZE == 60
+
+
+def test_accepts_any_bytes_like_input():
+    name, key, msg, sig = _levels()[1]
+    for conv in (bytes, bytearray, memoryview):
+        assert lms.verify(conv(key), conv(msg), conv(sig)), conv
+    framed = memoryview(b"hdr" + sig + b"trailer")
+    assert lms.verify(key, msg, framed[3:3 + len(sig)])

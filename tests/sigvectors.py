@@ -62,3 +62,9 @@ def hss_levels(public_key, message, signature, lms):
         off += size + lms.PUBLIC_KEY_SIZE
     steps.append((key, message, signature[off:]))
     return steps
+
+
+def ed25519_edge_cases():
+    """[(name, public_key, message, signature, accept)] from "Taming the many EdDSAs" (cases 0..11)."""
+    return [(name, unhexlify(pk), unhexlify(msg), unhexlify(sig), verdict == "V")
+            for name, pk, msg, sig, verdict in rows("ed25519_speccheck.txt")]

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings, strategies as st
 
 import mpplugin
-from sigvectors import ed25519_vectors
+from sigvectors import ed25519_edge_cases, ed25519_vectors
 from umeter.crypto import ed25519
 
 
@@ -35,6 +35,11 @@ def _mutations(data, positions):
 def test_rfc8032_vectors_under_cpython():
     for name, pk, msg, sig in ed25519_vectors():
         assert ed25519.verify(pk, msg, sig), name
+
+
+def test_edge_cases_follow_the_documented_rule_set():
+    assert "".join("V" if ed25519.verify(pk, msg, sig) else "X"
+                   for _, pk, msg, sig, _ in ed25519_edge_cases()) == "XXXVXXXXXXXX"
 
 
 def test_fresh_keys_agree_and_every_single_byte_mutation_is_rejected():
