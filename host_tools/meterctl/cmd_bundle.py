@@ -55,7 +55,7 @@ def register(subparsers):
                    help="trusted public key files (.pub, or private key files)")
     v.add_argument("--policy", choices=sorted(host_bundle.POLICY_NEEDS),
                    help="also require the signatures this policy needs")
-    v.add_argument("bundle", help="bundle file")
+    v.add_argument("bundle", nargs="?", help="bundle file (after --pubkey A B, the last name is the bundle)")
     v.set_defaults(func=run_verify)
 
     w = sub.add_parser("show", help="print a bundle's fields, software id and files")
@@ -151,8 +151,14 @@ def run_sign(args):
 
 
 def run_verify(args):
-    data = _read(args.bundle)
-    keys = _public_keys(args.pubkey)
+    pubkeys, bundle_path = list(args.pubkey), args.bundle
+    if bundle_path is None:      # `--pubkey A B BUNDLE`: argparse gave the bundle to --pubkey
+        if len(pubkeys) < 2:
+            raise CliError("no bundle given: meterctl bundle verify --pubkey FILE... BUNDLE")
+        bundle_path = pubkeys.pop()
+    args.bundle = bundle_path
+    data = _read(bundle_path)
+    keys = _public_keys(pubkeys)
     try:
         b = host_bundle.verify(data, keys, policy=args.policy)
     except fmt.BundleError as e:
