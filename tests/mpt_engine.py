@@ -257,7 +257,7 @@ def test_load_profile_records():
         r = eng.pop_record()
         if r is None:
             break
-        assert len(r) == PROFILE_SIZE and r[0] == 1
+        assert len(r) == PROFILE_SIZE and r[0] == 2
         recs.append(decode_profile(r))
     assert [r["t_end_s"] for r in recs] == [60, 120]
     r1, r2 = recs
@@ -276,13 +276,19 @@ def test_load_profile_records():
     assert 229.9 < r2[obis.VOLTAGE_MIN] < 230.1 and 239.9 < r2[obis.VOLTAGE_MAX] < 240.1
     # deltas telescope: they add up to the registers' whole units at the last boundary
     assert r1[obis.A_IMPORT] + r2[obis.A_IMPORT] <= eng.registers()[obis.A_IMPORT]
-    # the record is the documented struct
-    raw = struct.pack("<BBHIIIIIHHHI", 1, 0, 15, 900, 1, 2, 3, 4, 22000, 23000, 24000, 5000000)
+    assert r1["sat_samples"] == 0 and not r1["flags"] & 8  # nothing near the ADC's range
+    # the record is the documented struct (version 2), and version 1 records still decode
+    raw = struct.pack("<BBHIIIIIHHHII", 2, 8, 15, 900, 1, 2, 3, 4, 22000, 23000, 24000, 5000000, 77)
     d = decode_profile(raw)
     assert d["t_end_s"] == 900 and d[obis.R_EXPORT] == 4 and d[obis.VOLTAGE_MAX] == 240.0
-    assert d[obis.DEMAND_MAX] == 5000.0
+    assert d[obis.DEMAND_MAX] == 5000.0 and d["sat_samples"] == 77 and d["flags"] == 8
+    old = struct.pack("<BBHIIIIIHHHI", 1, 0, 15, 900, 1, 2, 3, 4, 22000, 23000, 24000, 5000000)
+    d1 = decode_profile(old)
+    assert d1["version"] == 1 and d1[obis.R_EXPORT] == 4 and d1["sat_samples"] is None
     with raises(ValueError, match="version"):
-        decode_profile(b"\x02" + raw[1:])
+        decode_profile(b"\x03" + raw[1:])
+    with raises(ValueError, match="version"):
+        decode_profile(b"\x01" + raw[1:])  # a version 1 byte on a version 2 length
 
 
 def test_snapshot_restore_and_validation():

@@ -118,15 +118,20 @@ def test_gate_books_big_windows_exactly_and_drops_no_load_noise(windows):
 U32 = st.integers(0, 2 ** 32 - 1)
 
 
-@given(st.tuples(st.integers(0, 255), st.integers(1, 60), U32, *[U32] * 4, *[st.integers(0, 65535)] * 3, U32))
+@given(st.tuples(st.integers(0, 255), st.integers(1, 60), U32, *[U32] * 4, *[st.integers(0, 65535)] * 3, U32,
+                U32))
 def test_profile_record_round_trip(f):
-    rec = struct.pack(E.PROFILE_FORMAT, 1, *f)
-    assert len(rec) == E.PROFILE_SIZE == 34
+    rec = struct.pack(E.PROFILE_FORMAT, 2, *f)
+    assert len(rec) == E.PROFILE_SIZE == 38
     d = E.decode_profile(rec)
     assert (d["flags"], d["minutes"], d["t_end_s"]) == f[:3]
     assert [d[c] for c in obis.REGISTERS] == list(f[3:7])
     assert round(d[obis.VOLTAGE_MIN] * 100) == f[7] and round(d[obis.VOLTAGE_MAX] * 100) == f[9]
-    assert round(d[obis.DEMAND_MAX] * 1000) == f[10]
+    assert round(d[obis.DEMAND_MAX] * 1000) == f[10] and d["sat_samples"] == f[11]
+    old = struct.pack(E.PROFILE_FORMAT_V1, 1, *f[:11])  # version 1 records still decode
+    assert len(old) == E.PROFILE_SIZE_V1 == 34
+    d1 = E.decode_profile(old)
+    assert d1["sat_samples"] is None and dict(d1, version=2, sat_samples=f[11]) == d
 
 
 def test_config_is_checked():

@@ -31,16 +31,34 @@ boundary) a record (PROFILE.md) with the energy deltas, min/avg/max window volta
 """
 import math
 import struct
+from array import array
 
 from micropython import const
 
 from umeter.metering import kernels
 from umeter.metering import obis
-from umeter.metering.profile import (FLAG_NO_CYCLES, FLAG_PARTIAL, FLAG_SATURATED,  # noqa: F401
-                                     PROFILE_FORMAT, PROFILE_SIZE, PROFILE_VERSION, LoadProfile)
+from umeter.metering.profile import (FLAG_CLAMPED, FLAG_INPUT_SATURATED, FLAG_NO_CYCLES,  # noqa: F401
+                                     FLAG_PARTIAL, PROFILE_FORMAT, PROFILE_FORMAT_V1, PROFILE_SIZE,
+                                     PROFILE_SIZE_V1, PROFILE_VERSION, LoadProfile)
 
 FRAC_BITS = const(24)  # FU per mWh = 2**24
 SNAPSHOT_VERSION = const(1)
+MAX_WINDOW = const(1 << 22)  # samples: keeps every window sum's halves small ints (kernels.py)
+
+# The engine's per-window small ints (array('i', _WIN_LEN)): the window in progress at 0.._WIN-1,
+# the window that ended (waiting for close_window()) copied to _C.._C+_WIN-1, then its extras.
+# A crossing is 3 ints: i, num, den with time i + num / den samples after the window start
+# (den = 0: none yet), so no float is made per block.
+_TF = const(0)  # first rising crossing of the window
+_TL = const(3)  # last rising crossing
+_NC = const(6)  # rising crossings
+_VBEFORE = const(7)  # raw V of the sample before the window's first
+_WIN = const(8)
+_C = const(8)
+_C_N = const(16)  # samples in the ended window
+_C_VLAST = const(17)  # its last raw V
+_C_ALIGNED = const(18)  # 1: it ended on a crossing
+_WIN_LEN = const(19)
 
 _FU_PER_J = (1 << FRAC_BITS) / 3.6
 _TWO_PI = 2.0 * math.pi
@@ -51,14 +69,17 @@ DEFAULT_CALIB = {"v_gain": 1.0, "i_gain": 1.0, "phase_deg": 0.0, "v_offset": 0.0
 
 
 def _fixed(coefs):
-    """Floats -> (integers, shift) with coef ~= int / 2**shift, the largest using ~30 bits."""
-    e = -1074
+    """Floats -> (integers, shift) with coef ~= int / 2**shift, the largest using ~30 bits.
+    One frexp and one list: this runs once per window (PROFILE.md "Memory")."""
+    big = 0.0
     for c in coefs:
-        if c:
-            e = max(e, math.frexp(c)[1])
-    if e == -1074:
+        if c > big:
+            big = c
+        elif -c > big:
+            big = -c
+    if not big:
         return [0] * len(coefs), 0
-    sh = 30 - e
+    sh = 30 - math.frexp(big)[1]
     return [int(math.floor(math.ldexp(c, sh) + 0.5)) for c in coefs], sh
 
 
@@ -88,6 +109,8 @@ class Engine:
         self.window_n = int(window_s * self.rate_hz + 0.5)
         if self.block_pairs > self.window_n // 2:
             raise ValueError("a block must be at most half a window")
+        if self.window_n > MAX_WINDOW:
+            raise ValueError("a window must be at most %d samples" % MAX_WINDOW)
         self.skew_us = skew_us
         self.mid = 1 << (self.adc_bits - 1)
         self._v_lsb = v_peak_fs / self.mid
@@ -99,6 +122,8 @@ class Engine:
         self._gate_n = int(gate_s * self.rate_hz)
         self.creep_w = 0.5 * start_frac * u_nominal * i_nominal
         self._st = kernels.new_state(self.adc_bits, self.block_pairs)
+        self._win = array("i", bytes(4 * _WIN_LEN))
+        self._timeout_rel = self.window_n + self.window_n // 4
         self._hyst = max(2, int(0.05 * u_nominal * 1.4142 / self._v_lsb))
         self.set_calibration(calib)
         self._reg = [0, 0, 0, 0]  # FU, order of obis.REGISTERS
@@ -106,6 +131,8 @@ class Engine:
                                    self._registers_fu, self.flush)
         self.status = None
         self.windows = 0
+        self.saturated_windows = 0  # windows with a sample at or beyond the ADC's range
+        self.clipped_codes = 0  # codes above the configured ADC width (clipped), since start
         self._reset_time(0, partial=False)
 
     @classmethod
@@ -123,6 +150,12 @@ class Engine:
         self.calib = c
         self._kv = self._v_lsb * c["v_gain"]
         self._ki = self._i_lsb * c["i_gain"]
+        # per-window constants, computed once here rather than in every close_window()
+        self._g = self._kv * self._ki / self.rate_hz * _FU_PER_J  # FU per (LSB**2 * sample)
+        self._d_per_hz = _TWO_PI * self.skew_us * 1e-6  # skew angle per Hz
+        self._d0 = math.radians(c["phase_deg"])
+        self._v_off2 = c["v_offset"] ** 2
+        self._i_off2 = c["i_offset"] ** 2
 
     def _reset_time(self, t, partial):
         st = self._st
@@ -130,12 +163,18 @@ class Engine:
         st[kernels.VPREV] = self.mid
         st[kernels.ZC] = self.mid
         st[kernels.ZL] = max(0, self.mid - self._hyst)
-        self.t = t  # pairs fed so far
+        for k in range(kernels.W_BASE, kernels.STATE_LEN):
+            st[k] = 0
+        win = self._win
+        for k in range(_WIN_LEN):
+            win[k] = 0
+        win[_VBEFORE] = self.mid
+        self._ws = t  # meter time (pairs) at the start of the window in progress (Python int)
+        self._pos = 0  # pairs of that window fed so far (a small int: the per-block clock)
+        self._ready = False  # a window ended: close_window() is due
         self.t_committed = t  # end of the last closed window
         self._freq = self.f_nominal
-        self._w = [0, 0, 0, 0, 0, 0]
-        self._vbefore = self.mid
-        self._new_window(t, None, 0)
+        self._set_arm()
         self._aligned = False
         self._pend = [0, 0, 0, 0]
         self._pend_p = 0
@@ -143,69 +182,109 @@ class Engine:
         self._pend_n = 0
         self.profile.reset(t, partial)
 
-    def _new_window(self, ws, tf, nc):
-        self._ws = ws
-        self._tf = tf  # first crossing (samples after ws, float) or None
-        self._tl = tf
-        self._nc = nc
-        self._arm_at = ws + self.window_n - int(self.rate_hz / (2.0 * self._freq))
-        self._timeout = ws + self.window_n + self.window_n // 4
+    def _set_arm(self):
+        # a window may end at the first crossing past (window length - half a period)
+        self._arm_rel = self.window_n - int(self.rate_hz / (2.0 * self._freq))
 
-    # --- the hot loop's Python side: once per block ---
+    @property
+    def t(self):
+        """Meter time: V,I pairs fed so far (since the engine's epoch)."""
+        return self._ws + self._pos + (self._win[_C_N] if self._ready else 0)
+
+    # --- the hot loop's Python side: once per block, allocation-free ---
     def feed(self, buf):
         """Process one block (the source's read_block() result). True when a window closed."""
-        if buf is None:
-            return False
-        st = self._st
-        t0 = self.t
-        n = self.block_pairs
-        arm = self._arm_at - t0
-        st[kernels.STOP] = 0 if arm <= 0 else (arm if arm < n else kernels.NEVER)
-        zc = st[kernels.ZC]  # _close() moves it for the next block
-        nc = kernels.block(buf, st)
-        self.t = t0 + n
-        tot = kernels.split_value(st, kernels.SV)
-        w = self._w
-        if st[kernels.SNAP]:
-            snap = kernels.split_value(st, kernels.SNAP_BASE)
-            snc = st[kernels.SNAP_NC]
-            if snc and self._tf is None:
-                self._tf = self._ctime(t0, kernels.FC_J, zc)
-            ts = self._ctime(t0, kernels.SNAP_J, zc)
-            if self._tf is None:
-                self._tf = ts
-            self._tl = ts
-            self._nc += snc + 1
-            for k in range(6):
-                w[k] += snap[k]
-            end = t0 + st[kernels.SNAP_J]
-            vlast = st[kernels.SNAP_VB]
-            self._close(end, vlast, True)
-            for k in range(6):
-                w[k] = tot[k] - snap[k]
-            old = self._ws
-            self._vbefore = vlast
-            self._new_window(end, ts - (end - old), 1)
-            rest = nc - snc - 1
-            if rest:
-                self._tl = self._ctime(t0, kernels.LC_J, zc)
-                self._nc += rest
-            return True
-        for k in range(6):
-            w[k] += tot[k]
-        if nc:
-            if self._tf is None:
-                self._tf = self._ctime(t0, kernels.FC_J, zc)
-            self._tl = self._ctime(t0, kernels.LC_J, zc)
-            self._nc += nc
-        if self.t >= self._timeout:
-            self._close(self.t, st[kernels.VPREV], False)
-            for k in range(6):
-                w[k] = 0
-            self._vbefore = st[kernels.VPREV]
-            self._new_window(self.t, None, 0)
+        if self.feed_block(buf):
+            self.close_window()
             return True
         return False
+
+    def feed_block(self, buf):
+        """The per-block half of feed(): kernel, window sums, crossings, using only small ints and
+        preallocated arrays (no allocation, tests/mpt_metering_alloc.py). True when a window ended
+        in this block; close_window() must then run before the next block."""
+        if buf is None:
+            return False
+        if self._ready:
+            raise RuntimeError("close_window() is due")
+        st = self._st
+        win = self._win
+        pos0 = self._pos
+        n = self.block_pairs
+        arm = self._arm_rel - pos0
+        st[kernels.STOP] = 0 if arm <= 0 else (arm if arm < n else kernels.NEVER)
+        zc = st[kernels.ZC]  # close_window() moves it for the next block
+        nc = kernels.block(buf, st)
+        timeout = pos0 + n >= self._timeout_rel
+        kernels.fold(st, 1 if timeout else 0)
+        if st[kernels.SNAP]:  # the window ends at a crossing inside this block
+            snc = st[kernels.SNAP_NC]
+            if snc and not win[_TF + 2]:
+                _crossing(win, _TF, pos0, st, kernels.FC_J, zc)
+            j = st[kernels.SNAP_J]
+            _crossing(win, _TL, pos0, st, kernels.SNAP_J, zc)
+            if not win[_TF + 2]:
+                _copy(win, _TL, _TF, 3)
+            win[_NC] += snc + 1
+            _copy(win, 0, _C, _WIN)
+            win[_C_N] = pos0 + j
+            win[_C_VLAST] = st[kernels.SNAP_VB]
+            win[_C_ALIGNED] = 1
+            # the new window starts at sample j, on the snapshot crossing
+            self._pos = n - j
+            win[_VBEFORE] = st[kernels.SNAP_VB]
+            win[_TL] -= pos0 + j
+            _copy(win, _TL, _TF, 3)
+            win[_NC] = 1
+            rest = nc - snc - 1
+            if rest:
+                _crossing(win, _TL, -j, st, kernels.LC_J, zc)
+                win[_NC] += rest
+            self._ready = True
+            return True
+        if nc:
+            if not win[_TF + 2]:
+                _crossing(win, _TF, pos0, st, kernels.FC_J, zc)
+            _crossing(win, _TL, pos0, st, kernels.LC_J, zc)
+            win[_NC] += nc
+        if timeout:  # no crossing ended it: it ends with this block
+            self._end_here(pos0 + n)
+            return True
+        self._pos = pos0 + n
+        return False
+
+    def _end_here(self, length):
+        """The window in progress (its sums already folded into CW_*) ends after `length` samples,
+        at the last sample fed, not on a crossing; the next one starts empty."""
+        win = self._win
+        vlast = self._st[kernels.VPREV]
+        _copy(win, 0, _C, _WIN)
+        win[_C_N] = length
+        win[_C_VLAST] = vlast
+        win[_C_ALIGNED] = 0
+        self._pos = 0
+        for k in range(_WIN):
+            win[k] = 0
+        win[_VBEFORE] = vlast
+        self._ready = True
+
+    def end_window(self):
+        """A clean stop (power-fail warning, reset): end the window in progress at the last sample
+        fed, book it, and close the creep group. True if a window ended (a profile record that fell
+        due is then waiting in pop_record())."""
+        if self._ready:
+            self.close_window()
+        ended = self._pos > 0
+        if ended:
+            st = self._st
+            for k in range(kernels.SV, kernels.SV + kernels.ACC_LEN):  # an empty block
+                st[k] = 0
+            st[kernels.SNAP] = 0
+            kernels.fold(st, 1)
+            self._end_here(self._pos)
+            self.close_window()
+        self.flush()
+        return ended
 
     def run(self, src, blocks):
         """Feed `blocks` blocks from a source; returns the number of windows closed."""
@@ -215,46 +294,56 @@ class Engine:
                 closed += 1
         return closed
 
-    def _ctime(self, t0, at, zc):
-        """Sub-sample time (samples after the window start) of the crossing stored at st[at:at+3]."""
+    # --- once per window: bounded allocation (PROFILE.md "Memory") ---
+    def close_window(self):
+        """The per-window half of feed(): RMS, powers, frequency, energy into the registers, status,
+        load profile. Returns False when no window was due."""
+        if not self._ready:
+            return False
+        self._ready = False
+        win = self._win
         st = self._st
-        vb = st[at + 1]
-        return (t0 - self._ws) + st[at] - 1 + (zc - vb) / (st[at + 2] - vb)
-
-    # --- once per window ---
-    def _close(self, end, vlast, aligned_end):
-        n = end - self._ws
-        if n <= 0:
-            return
-        sv, si, vv, ii, p0, p1 = self._w
+        n = win[_C_N]
+        end = self._ws + n
+        self._ws = end
+        sv, si, vv, ii, p0, p1 = kernels.window_value(st, kernels.CW_BASE)
+        sat_v = st[kernels.CW_BASE + 12]
+        sat_i = st[kernels.CW_BASE + 13]
+        clipped = st[kernels.CW_BASE + 14]
         mid = self.mid
-        sv1 = sv - (vlast - mid) + (self._vbefore - mid)  # sum of v[k-1] over the window
+        sv1 = sv - (win[_C_VLAST] - mid) + (win[_C + _VBEFORE] - mid)  # sum of v[k-1] over the window
         cvv = n * vv - sv * sv
         cii = n * ii - si * si
         c0 = n * p0 - sv * si
         c1 = n * p1 - sv1 * si
         c = self.calib
+        aligned_end = win[_C_ALIGNED] == 1
+        tf = _ctime(win, _C + _TF)
+        tl = _ctime(win, _C + _TL)
         aligned = self._aligned and aligned_end
         # whole cycles last tl - tf samples (sub-sample crossings), not n: dividing by it
         # removes the +-1 sample (0.1 % at 1 kHz) granularity from RMS and power
-        neff = self._tl - self._tf if aligned else float(n)
+        neff = tl - tf if aligned else float(n)
         vrms = self._kv * math.sqrt(cvv / (n * neff))
         irms = self._ki * math.sqrt(cii / (n * neff))
-        vrms = math.sqrt(max(0.0, vrms * vrms - c["v_offset"] ** 2))
-        irms = math.sqrt(max(0.0, irms * irms - c["i_offset"] ** 2))
+        if self._v_off2:
+            vrms = math.sqrt(max(0.0, vrms * vrms - self._v_off2))
+        if self._i_off2:
+            irms = math.sqrt(max(0.0, irms * irms - self._i_off2))
         freq = 0.0
-        cycles = self._nc - 1
-        if cycles >= 1 and self._tl > self._tf:
-            freq = cycles * self.rate_hz / (self._tl - self._tf)
+        cycles = win[_C + _NC] - 1
+        if cycles >= 1 and tf is not None and tl > tf:
+            freq = cycles * self.rate_hz / (tl - tf)
             self._freq = freq
+        self._set_arm()  # the window in progress arms with the newest frequency
         f = self._freq
         th = _TWO_PI * f / self.rate_hz
-        d = _TWO_PI * f * self.skew_us * 1e-6 + math.radians(c["phase_deg"])
-        cot = math.cos(th) / math.sin(th)
+        d = self._d_per_hz * f + self._d0
         csc = 1.0 / math.sin(th)
+        cot = math.cos(th) * csc
         sd = math.sin(d)
         cd = math.cos(d)
-        g = self._kv * self._ki / self.rate_hz * _FU_PER_J
+        g = self._g
         m, sh = _fixed([g * (cd + sd * cot), -g * sd * csc, g * (sd - cd * cot), g * cd * csc])
         e_p = _div_round(m[0] * c0 + m[1] * c1, sh, n)
         e_q = _div_round(m[2] * c0 + m[3] * c1, sh, n)
@@ -262,6 +351,7 @@ class Engine:
             e_p += int(math.floor(c["p_offset"] * n / self.rate_hz * _FU_PER_J + 0.5))
         if c["q_offset"]:
             e_q += int(math.floor(c["q_offset"] * n / self.rate_hz * _FU_PER_J + 0.5))
+        saturated = sat_v + sat_i + clipped
         dur = neff / self.rate_hz
         p = e_p / (_FU_PER_J * dur)
         q = e_q / (_FU_PER_J * dur)
@@ -269,22 +359,44 @@ class Engine:
         self._aligned = aligned_end
         self.commit_window(e_p, e_q, n)
         self.windows += 1
+        if saturated:
+            self.saturated_windows += 1
+            self.clipped_codes += clipped
         self.t_committed = end
-        self.status = {
-            "t": end, "n": n, "cycles": max(0, cycles) if aligned else 0, "aligned": aligned,
-            obis.VOLTAGE: vrms, obis.CURRENT: irms,
-            obis.P_IMPORT: p if p > 0 else 0.0, obis.P_EXPORT: -p if p < 0 else 0.0,
-            obis.Q_IMPORT: q if q > 0 else 0.0, obis.Q_EXPORT: -q if q < 0 else 0.0,
-            obis.S_APPARENT: s, obis.POWER_FACTOR: p / s if s else 0.0, obis.FREQUENCY: freq,
-            "p": p, "q": q, "e_p_fu": e_p, "e_q_fu": e_q, "creep": abs(p) < self.creep_w,
-            "v_dc_lsb": sv / n, "i_dc_lsb": si / n,
-        }
+        # one status dict, updated in place: a window costs its values, not a new table
+        ws = self.status
+        if ws is None:
+            ws = self.status = {}
+        ws["t"] = end
+        ws["n"] = n
+        ws["cycles"] = max(0, cycles) if aligned else 0
+        ws["aligned"] = aligned
+        ws[obis.VOLTAGE] = vrms
+        ws[obis.CURRENT] = irms
+        ws[obis.P_IMPORT] = p if p > 0 else 0.0
+        ws[obis.P_EXPORT] = -p if p < 0 else 0.0
+        ws[obis.Q_IMPORT] = q if q > 0 else 0.0
+        ws[obis.Q_EXPORT] = -q if q < 0 else 0.0
+        ws[obis.S_APPARENT] = s
+        ws[obis.POWER_FACTOR] = p / s if s else 0.0
+        ws[obis.FREQUENCY] = freq
+        ws["p"] = p
+        ws["q"] = q
+        ws["e_p_fu"] = e_p
+        ws["e_q_fu"] = e_q
+        ws["creep"] = abs(p) < self.creep_w
+        ws["v_dc_lsb"] = sv / n
+        ws["i_dc_lsb"] = si / n
+        ws["saturated"] = saturated > 0
+        ws["sat_v"] = sat_v
+        ws["sat_i"] = sat_i
+        ws["clipped"] = clipped
         # the next windows look for crossings around this window's DC level
         z = mid + (2 * sv + n) // (2 * n)
-        st = self._st
         st[kernels.ZC] = z
         st[kernels.ZL] = max(0, z - self._hyst)
-        self.profile.window(end, vrms, n, freq > 0)
+        self.profile.window(end, vrms, n, freq > 0, sat_v + sat_i)
+        return True
 
     def commit_window(self, e_p, e_q, n):
         """Book one window's signed active and reactive energy (ints, FU) lasting n samples into
@@ -364,12 +476,38 @@ class Engine:
         self._reset_time(snap[2], partial=True)
 
 
+def _crossing(win, at, pos, st, j, zc):
+    """Store the kernel's crossing at st[j:j+3] (index, V before, V after) as win[at:at+3], its
+    time counted from `pos` samples before the block's first sample."""
+    vb = st[j + 1]
+    win[at] = pos + st[j] - 1
+    win[at + 1] = zc - vb
+    win[at + 2] = st[j + 2] - vb
+
+
+def _copy(win, src, dst, n):
+    for k in range(n):
+        win[dst + k] = win[src + k]
+
+
+def _ctime(win, at):
+    """A stored crossing's time (float samples after the window start), or None."""
+    den = win[at + 2]
+    return win[at] + win[at + 1] / den if den else None
+
+
 def decode_profile(rec):
-    """A load-profile record (bytes) -> dict keyed by field / OBIS code (PROFILE.md)."""
-    if len(rec) != PROFILE_SIZE or rec[0] != PROFILE_VERSION:
-        raise ValueError("not a version %d profile record" % PROFILE_VERSION)
-    f = struct.unpack(PROFILE_FORMAT, rec)
+    """A load-profile record (bytes, version 2 or 1) -> dict keyed by field / OBIS code (PROFILE.md).
+    "sat_samples" is None in a version 1 record (it did not count them)."""
+    if len(rec) == PROFILE_SIZE and rec[0] == PROFILE_VERSION:
+        f = struct.unpack(PROFILE_FORMAT, rec)
+        sat = f[12]
+    elif len(rec) == PROFILE_SIZE_V1 and rec[0] == 1:
+        f = struct.unpack(PROFILE_FORMAT_V1, rec)
+        sat = None
+    else:
+        raise ValueError("not a version %d (or 1) profile record" % PROFILE_VERSION)
     return {"version": f[0], "flags": f[1], "minutes": f[2], "t_end_s": f[3],
             obis.A_IMPORT: f[4], obis.A_EXPORT: f[5], obis.R_IMPORT: f[6], obis.R_EXPORT: f[7],
             obis.VOLTAGE_MIN: f[8] / 100.0, obis.VOLTAGE_AVG: f[9] / 100.0, obis.VOLTAGE_MAX: f[10] / 100.0,
-            obis.DEMAND_MAX: f[11] / 1000.0}
+            obis.DEMAND_MAX: f[11] / 1000.0, "sat_samples": sat}

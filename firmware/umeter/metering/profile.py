@@ -8,14 +8,20 @@ import struct
 
 from micropython import const
 
+from umeter.metering import packing
+
 FRAC_BITS = const(24)
-PROFILE_VERSION = const(1)
-PROFILE_FORMAT = "<BBHIIIIIHHHI"
-PROFILE_SIZE = struct.calcsize(PROFILE_FORMAT)  # 34
+PROFILE_VERSION = const(2)
+PROFILE_FORMAT = "<BBHIIIIIHHHII"
+PROFILE_SIZE = struct.calcsize(PROFILE_FORMAT)  # 38
+PROFILE_FORMAT_V1 = "<BBHIIIIIHHHI"  # version 1 (34 bytes): still decoded, no longer written
+PROFILE_SIZE_V1 = struct.calcsize(PROFILE_FORMAT_V1)
 FLAG_PARTIAL = const(1)  # the interval did not start at its boundary (start or restore inside it)
 FLAG_NO_CYCLES = const(2)  # some window had no zero crossings (voltage missing or too low)
-FLAG_SATURATED = const(4)  # a delta or the demand did not fit its field and was clamped
+FLAG_CLAMPED = const(4)  # a delta, the demand or a count did not fit its field and was clamped
+FLAG_INPUT_SATURATED = const(8)  # some sample was at or beyond the ADC's range (v2)
 MAX_RECORDS = const(8)  # kept until popped; the oldest is dropped beyond this
+_U32 = const(0xFFFFFFFF)
 
 
 class LoadProfile:
@@ -51,13 +57,18 @@ class LoadProfile:
         self._prof_vsum = 0
         self._prof_vn = 0
         self._prof_dmax = 0
+        self._prof_sat = 0
 
-    def window(self, end, vrms, n, has_cycles):
-        """Account one closed window of n samples ending at meter time `end`."""
+    def window(self, end, vrms, n, has_cycles, saturated=0):
+        """Account one closed window of n samples ending at meter time `end`; `saturated`: its
+        samples at or beyond the ADC's range (V and I counted apart)."""
         v = int(vrms * 100.0 + 0.5)
         if v > 0xFFFF:
             v = 0xFFFF
-            self._prof_flags |= FLAG_SATURATED
+            self._prof_flags |= FLAG_CLAMPED
+        if saturated:
+            self._prof_sat += saturated
+            self._prof_flags |= FLAG_INPUT_SATURATED
         if v < self._prof_vmin:
             self._prof_vmin = v
         if v > self._prof_vmax:
@@ -94,20 +105,25 @@ class LoadProfile:
         deltas = []
         for k in range(4):
             d = (reg[k] >> FRAC_BITS) - (self._prof_start[k] >> FRAC_BITS)
-            if d > 0xFFFFFFFF:
-                d = 0xFFFFFFFF
-                flags |= FLAG_SATURATED
+            if d > _U32:
+                d = _U32
+                flags |= FLAG_CLAMPED
             deltas.append(d)
         dmax = self._prof_dmax
-        if dmax > 0xFFFFFFFF:
-            dmax = 0xFFFFFFFF
-            flags |= FLAG_SATURATED
+        if dmax > _U32:
+            dmax = _U32
+            flags |= FLAG_CLAMPED
+        sat = self._prof_sat
+        if sat > _U32:
+            sat = _U32
+            flags |= FLAG_CLAMPED
         vn = self._prof_vn
         vavg = (self._prof_vsum + vn // 2) // vn if vn else 0
         vmin = self._prof_vmin if vn else 0
-        rec = struct.pack(PROFILE_FORMAT, PROFILE_VERSION, flags, self.profile_min,
-                          boundary // self.rate_hz, deltas[0], deltas[1], deltas[2], deltas[3],
-                          vmin, vavg, self._prof_vmax, dmax)
+        # t_end_s is refused rather than clamped: past 2**32 s (136 years of meter time) it is a bug
+        rec = packing.pack(PROFILE_FORMAT, PROFILE_VERSION, flags, self.profile_min,
+                           boundary // self.rate_hz, deltas[0], deltas[1], deltas[2], deltas[3],
+                           vmin, vavg, self._prof_vmax, dmax, sat)
         self.records.append(rec)
         if len(self.records) > self.max_records:
             self.records.pop(0)
