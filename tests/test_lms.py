@@ -75,15 +75,15 @@ def test_fresh_keys_every_type_verify(keys):
 def test_every_single_byte_mutation_rejected_h5_w4(keys):
     key = keys[(lms.LMS_SHA256_M32_H5, lms.LMOTS_SHA256_N32_W4)]
     pk = key.publicKey().serialize()
-    msg = b"firmware manifest 1.2.3"
-    sig = key.sign(msg)
-    assert lms.verify(pk, msg, sig)
-    for pos in range(len(sig)):
-        assert not lms.verify(pk, msg, _mutate(sig, pos)), ("sig", pos)
-    for pos in range(len(pk)):
-        assert not lms.verify(_mutate(pk, pos), msg, sig), ("pk", pos)
-    for pos in range(len(msg)):
-        assert not lms.verify(pk, _mutate(msg, pos), sig), ("msg", pos)
+    for msg in (b"firmware manifest 1.2.3", bytes(range(64))):
+        sig = key.sign(msg)
+        assert lms.verify(pk, msg, sig)
+        for pos in range(len(sig)):
+            assert not lms.verify(pk, msg, _mutate(sig, pos)), ("sig", pos)
+        for pos in range(len(pk)):
+            assert not lms.verify(_mutate(pk, pos), msg, sig), ("pk", pos)
+        for pos in range(len(msg)):
+            assert not lms.verify(pk, _mutate(msg, pos), sig), ("msg", pos)
 
 
 def test_hss_one_and_two_levels_from_pyhsslms():
