@@ -43,6 +43,7 @@ def test_mount_cost_and_torn_put():
 def test_corruption_and_bit_flips():
     state_cases.check_runtime_corruption_skipped(ram)
     state_cases.check_header_copy_flip_survives(ram)
+    state_cases.check_cut_copy_b_finished(ram)
     assert state_cases.check_bit_flips(ram, 12) >= 1
 
 

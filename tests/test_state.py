@@ -74,3 +74,7 @@ def test_first_format_cut_mounts():
 
 def test_foreign_region_refused_untouched():
     state_cases.check_foreign_regions_refused_untouched()
+
+
+def test_cut_copy_b_finished():
+    state_cases.check_cut_copy_b_finished(ram)

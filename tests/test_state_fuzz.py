@@ -218,3 +218,30 @@ def test_equal_generations_refused():
         raise AssertionError("mounted")
     except StoreError as e:
         assert "generation" in str(e)
+
+
+@FUZZ
+@given(n=st.integers(2, 4), extra=st.lists(st.integers(0, 255), min_size=40, max_size=40),
+       spoil=st.one_of(st.none(), st.tuples(st.integers(0, 39), st.integers(0, 7))))
+def test_cut_first_format_mounts_and_nothing_else_does(n, extra, spoil):
+    """Bytes 0..39 of a blank device: the first-format header with any of its 0 bits still 1 (what a
+    cut program leaves) mounts as the empty store and ends up exactly the header; clearing one bit the
+    header keeps at 1 makes it foreign: refused, untouched."""
+    first = header(1, 0, n) * 2
+    torn = bytearray(h | m for h, m in zip(first, extra))
+    if spoil is not None:
+        i, bit = spoil
+        if not first[i] >> bit & 1:
+            return                       # that bit is 0 in the header: clearing it is still a tear
+        torn[i] &= ~(1 << bit) & 0xFF
+    img = bytearray(b"\xff" * (n * SS))
+    img[:40] = torn
+    dev = RamDev(img, sector_size=SS)
+    snapshot = bytes(img)
+    s = use(dev, n)
+    if spoil is not None:
+        assert s is None and bytes(dev.mem) == snapshot
+        return
+    assert s is not None and len(s) == 0 and bytes(dev.mem[:40]) == first
+    s.put(b"k", b"v")
+    assert State(dev).get(b"k") == b"v"

@@ -80,18 +80,22 @@ def blank_or_torn_first_format(flash, geo, hb, acc):
 
 
 def finish_header(flash, geo, base, hb, acc):
-    """Read the active sector's header. When copy A is intact and copy B is blank or a cut program of
-    copy A (the commit was cut between the two), program copy B now: programming A's bytes again only
-    clears bits A clears, so a cut here is harmless. Returns the number of damaged copies (0 or 1: a
-    copy that no cut explains, counted in corrupt_skipped)."""
+    """Read the active sector's header. When one copy is a State header and the other is not the same
+    but is a part of it (each byte the valid copy's with some 0 bits not yet cleared: a cut between or
+    during the two programs), program the other copy again: that only clears bits the valid copy
+    clears, so a cut here is harmless. Returns the damaged copies counted in corrupt_skipped: 1 when
+    copy A is not a State header (a cut never leaves one beside a complete copy B), else 0 or, for a
+    copy B no cut explains, 1."""
     flash.read_into(base, hb)
     a = memoryview(hb)[:HDR]
     b = memoryview(hb)[HDR:HDRS]
     if a == b:
         return 0
     if decode_copy(hb, 0, geo.log2, geo.n, acc) is None:
-        return 1                                # copy A damaged; copy B carries the sector
-    if could_be_torn_program(b, a):             # B holds part of A's bytes and nothing else
+        if could_be_torn_program(a, b):
+            flash.program(base, bytes(b))
+        return 1
+    if could_be_torn_program(b, a):
         flash.program(base + HDR, bytes(a))
         return 0
     return 1
