@@ -69,6 +69,12 @@ def _blocks(n):
     return (n + 72) // 64  # SHA-256 compressions for an n-byte input (0x80, zeros, 64-bit length)
 
 
+def _coef(digits, i, w):
+    # RFC 8554 section 3.1.3: the i-th w-bit digit of digits, most significant first
+    per_byte = 8 // w
+    return (digits[i // per_byte] >> (8 - w * (i % per_byte + 1))) & ((1 << w) - 1)
+
+
 def _candidate_ots_key(ident, q, ots_type, sig, message):
     """RFC 8554 Algorithm 4b: the LM-OTS public key Kc that the signature sig (memoryview of the
     LM-OTS signature) implies for message. Returns (Kc, SHA-256 compressions used)."""
@@ -82,15 +88,15 @@ def _candidate_ots_key(ident, q, ots_type, sig, message):
     digits = bytearray(N + 2)                     # Q || Cksm(Q)
     digits[:N] = h.digest()
     cost = _blocks(22 + N + len(message))
-    total = 0
-    per_byte = 8 // w
-    for i in range(N * per_byte):
-        total += top - ((digits[i // per_byte] >> (8 - w * (i % per_byte + 1))) & top)
+    total = 0                                     # Cksm (RFC 8554 4.4)
+    for i in range(N * 8 // w):
+        total += top - _coef(digits, i, w)
     total <<= ls
     digits[N] = total >> 8
     digits[N + 1] = total & 0xFF
     # chain i: z[i] = hash^(2^w - 1 - a) of y[i]; every step hashes I || q || u16 i || u8 j || tmp
     chain = bytearray(23 + N)
+    tmp = memoryview(chain)[23:]
     chain[:16] = ident
     chain[16:20] = q
     kc = hashlib.sha256(ident)
@@ -98,15 +104,15 @@ def _candidate_ots_key(ident, q, ots_type, sig, message):
     kc.update(D_PBLC)
     y = 4 + N
     for i in range(p):
-        a = (digits[i // per_byte] >> (8 - w * (i % per_byte + 1))) & top
+        a = _coef(digits, i, w)
         chain[20] = i >> 8
         chain[21] = i & 0xFF
-        chain[23:] = sig[y:y + N]
+        tmp[:] = sig[y:y + N]
         for j in range(a, top):
             chain[22] = j
-            chain[23:] = hashlib.sha256(chain).digest()
+            tmp[:] = hashlib.sha256(chain).digest()
         cost += top - a
-        kc.update(memoryview(chain)[23:])
+        kc.update(tmp)
         y += N
     return kc.digest(), cost + _blocks(22 + p * N)
 
@@ -126,13 +132,14 @@ def verify_with_cost(public_key, message, signature):
     if _type_at(sig, ots_end) != lms_type:
         return False, 0
     height = _HEIGHT[lms_type]
-    q = bytes(sig[:4])
-    if sig[0] or (sig[1] << 16 | sig[2] << 8 | sig[3]) >> height:   # q >= 2^h
+    leaf = sig[1] << 16 | sig[2] << 8 | sig[3]   # q, when its top byte is 0 (q < 2^25 always)
+    if sig[0] or leaf >> height:                  # q >= 2^h: no such leaf
         return False, 0
+    q = bytes(sig[:4])
     ident = bytes(public_key[8:24])
     kc, cost = _candidate_ots_key(ident, q, ots_type, sig[4:ots_end], message)
     # RFC 8554 Algorithm 6a step 4: climb from leaf 2^h + q to the root
-    node = (1 << height) + (sig[1] << 16 | sig[2] << 8 | sig[3])
+    node = (1 << height) + leaf
     h = hashlib.sha256(ident)
     h.update(struct.pack(">I", node))
     h.update(D_LEAF)
