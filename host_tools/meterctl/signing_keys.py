@@ -96,6 +96,13 @@ def _write_atomic(path, data, mode, replace):
             tmp.unlink()
 
 
+def _remove_stale_temps(path):
+    # Temporaries of this key file left by a crash mid-write (the caller holds the key's lock).
+    path = Path(path)
+    for stale in path.parent.glob(".%s.*.tmp" % path.name):
+        stale.unlink()
+
+
 def _read_private(path):
     path = Path(path)
     try:
@@ -206,6 +213,7 @@ class LmsKey:
             if current.public_key != self.public_key or current._seed != self._seed:
                 raise SigningKeyError("%s changed while in use" % self.path)
             q = current.next_q
+            _remove_stale_temps(self.path)
             if q >= self.total:
                 raise SigningKeyError("LMS key %s is exhausted (all %d one-time signatures used): make a new "
                                       "key and rotate it in" % (self.path, self.total))
