@@ -1,0 +1,236 @@
+"""Journal revision 3: the write path (JOURNAL.md 2, 5, 6): append a record, open a sector.
+
+Functions of the Journal j (they change j's own state: head, append point, next seq). Everything
+programmed is read back; a program that does not take makes the journal worn (sticky, StoreError),
+so a failing chip loses no more than the sector being written to. Nothing here allocates after the
+first appends of each payload size (heap_lock() in the tests).
+"""
+from . import journal_layout as L
+from . import journal_mount as M
+from .errors import StoreError
+
+_ZEROS = b"\x00" * L.HDR_LEN
+
+
+def worn(j, why):
+    j.worn = "journal worn out: " + why
+    raise StoreError(j.worn)
+
+
+def units_above(j, hi, lo, base_hi, base_lo):
+    """(hi, lo) - base in seqs: a small int (callers keep it within a few sectors' worth)."""
+    return (hi - base_hi) * L.HALF + lo - base_lo
+
+
+def append(j, payload):
+    n = len(payload)
+    if n < 1 or n > j.max_payload:
+        raise ValueError("payload must be 1..%d bytes" % j.max_payload)
+    if j.worn:
+        raise StoreError(j.worn)
+    ext = L.extent(n)
+    io = j.io
+    if j.head < 0 or j.closed() or j.ap + ext > j.room_end():
+        if j.in_drop:
+            raise StoreError("no room left for a record appended from on_drop")
+        open_sector(j)
+        if j.ap + ext > j.room_end():
+            raise StoreError("record does not fit a sector")
+    hi, lo = j.nh, j.nl
+    sec = j.head * io.ss
+    at = sec + j.ap
+    rec = io.rec
+    L.encode_record_header(rec, n, io.pre, hi, lo, io.state)
+    # 1. the header alone: no byte of the payload (ciphertext) leaves the MCU before it is on flash, so
+    #    a cut that changed no bit reuses a seq under which nothing secret was sent (JOURNAL.md 2)
+    io.program(at, rec)
+    io.readinto(at, io.chk8)
+    for k in range(L.REC_HDR):
+        if io.chk[k] != rec[k]:
+            worn(j, "a record header did not program in sector %d" % j.head)
+    # 2. payload and pcrc (state continues from the hcrc), in page-bounded pieces
+    L.crc_update(io.state, payload, 0, n)
+    _program_body(io, at + L.REC_HDR, payload, n)
+    # 3. read back: only a record that checks is acknowledged
+    if io.probe(sec, j.ap, hi, lo, j.max_payload) != n:
+        j.ap += ext
+        worn(j, "a record did not program in sector %d" % j.head)
+    j.ap += ext
+    j.head_records += 1
+    j.last_sec, j.last_hi, j.last_lo = j.head, hi, lo
+    j.set_next_from_ap()
+    return L.seq_int(hi, lo)
+
+
+def _program_body(io, addr, payload, n):
+    """Program payload + io.state (the pcrc) at addr, never across a page, through the staging buffer."""
+    page = io.page
+    buf = io.buf
+    total = n + L.REC_CRC
+    done = 0
+    while done < total:
+        k = page - (addr + done) % page
+        if k > total - done:
+            k = total - done
+        j = 0
+        if done < n:
+            j = n - done if n - done < k else k
+            L.copy(buf, 0, payload, done, j)
+        while j < k:
+            buf[j] = io.state[done + j - n]
+            j += 1
+        io.program(addr + done, io.view(k))
+        done += k
+
+
+def write_headers(j, sec, hi, lo):
+    """Primary header, then its backup copy; both read back (a torn primary is garbage mount tolerates
+    in the head's successor; a valid primary is all mount needs)."""
+    io = j.io
+    a = sec * io.ss
+    L.encode_header(io.hdr, hi, lo, io.state)
+    for at in (a, a + io.ss - L.TRAILER):
+        io.program(at, io.hdr14)
+        io.readinto(at, io.chk14)
+        for k in range(L.HDR_LEN):
+            if io.chk[k] != io.hdr[k]:
+                worn(j, "the header of sector %d did not program" % sec)
+
+
+def retire(j, sec):
+    io = j.io
+    io.program(sec * io.ss, _ZEROS)
+    io.read_header(sec * io.ss)
+    j.kinds[sec] = M.K_RETIRED
+    if L.count_bytes(io.hdr, L.HDR_LEN, 0) < 12:
+        worn(j, "sector %d could not be retired" % sec)
+
+
+def vouch(j, sec, k):
+    """Raise sec's vouch counter to at least k zero bits (one byte program per changed byte)."""
+    io = j.io
+    a = sec * io.ss + io.ss - L.VOUCH_LEN
+    if io.vouch_count(sec * io.ss) >= k:
+        return
+    old = io.chk
+    new = io.pre                       # 10 bytes are enough for the bytes a step can change
+    for i in range(L.VOUCH_LEN):
+        z = k - 8 * i
+        want = 0xFF if z <= 0 else (0 if z >= 8 else (0xFF << z) & 0xFF)
+        if want != old[i]:
+            new[0] = want & old[i]
+            io.program(a + i, io.pre1)
+    if io.vouch_count(sec * io.ss) < k:
+        worn(j, "the vouch counter of sector %d did not program" % sec)
+
+
+def _erase(j, sec):
+    """Erase sec and check it; a sector that does not erase is retired (StoreError: one per append)."""
+    io = j.io
+    j.gen += 1
+    io.dev.erase_sector(sec * io.ss)
+    if not io.blank(sec * io.ss, io.ss):
+        retire(j, sec)
+        raise StoreError("journal worn out: sector %d did not erase (retired)" % sec)
+    j.kinds[sec] = M.K_BLANK
+
+
+def _base_of(j, sec):
+    """(hi, lo) of a live sector's base, from its primary or backup header."""
+    io = j.io
+    io.read_header(sec * io.ss)
+    if not L.header_ok(io.hdr, io.state):
+        io.read_header(sec * io.ss + io.ss - L.TRAILER)
+    return L.get_hi(io.hdr, 4), L.get_lo(io.hdr, 4)
+
+
+def _needed_vouch(j, sec):
+    """Counter value with which sec vouches for every seq below the next one (JOURNAL.md 5)."""
+    bh, bl = _base_of(j, sec)
+    d = units_above(j, j.nh, j.nl, bh, bl)
+    k = (d + j.ms - 1) // j.ms
+    return k if k > 1 else 1
+
+
+def open_sector(j):
+    """Give the journal a fresh head with base = next seq (JOURNAL.md 2.2)."""
+    if j.nh >= L.HALF:
+        raise StoreError("sequence numbers exhausted")
+    kinds = j.kinds
+    h = j.head
+    if h < 0:
+        v = M.successor(kinds, j.n, j.n - 1) if kinds[0] == M.K_RETIRED else 0
+        if kinds[v] != M.K_BLANK or not j.io.blank(v * j.ss, j.ss):
+            _erase(j, v)
+        _new_head(j, v)
+        return
+    s = M.successor(kinds, j.n, h)
+    if s < 0:
+        raise StoreError("journal worn out: no usable sector left")
+    if j.head_records == 0 and s == j.last_sec and _reuse(j, h):
+        return
+    if kinds[s] == M.K_LIVE and j.on_drop is not None and j.vouch_k == 0 and j.ap <= j.io.end - j.reserve:
+        _call_on_drop(j, s)
+    if kinds[s] == M.K_BLANK and j.io.blank(s * j.ss, j.ss):
+        _new_head(j, s)
+        return
+    k = _needed_vouch(j, h)
+    vouch(j, h, k)
+    j.vouch_k = k
+    _erase(j, s)
+    _new_head(j, s)
+
+
+def _new_head(j, v):
+    write_headers(j, v, j.nh, j.nl)
+    j.kinds[v] = M.K_LIVE
+    j.head, j.bh, j.bl = v, j.nh, j.nl
+    j.ap = L.AREA0
+    j.floor_units = 0
+    j.head_records = 0
+    j.vouch_k = 0
+    j.gen += 1
+
+
+def _reuse(j, h):
+    """The head holds no valid record and its successor holds the newest one: erase the head itself
+    rather than drop history. Its predecessor p first vouches for every seq used so far; the head's
+    magic is zeroed so no torn erase can make its old header valid again (JOURNAL.md 5.2)."""
+    p = M.predecessor(j.kinds, j.n, h)
+    if p < 0 or p == h or j.kinds[p] != M.K_LIVE:
+        return False
+    k = _needed_vouch(j, p)
+    if k > L.VOUCH_MAX:
+        return False                   # out of vouches: ordinary retention drops p instead
+    vouch(j, p, k)
+    io = j.io
+    a = h * io.ss
+    for at in (a, a + io.ss - L.TRAILER):
+        io.program(at, io.zero4)
+        io.readinto(at, io.chk4)
+        if io.chk[0] | io.chk[1] | io.chk[2] | io.chk[3]:
+            worn(j, "the header of sector %d could not be unmade" % h)
+    j.kinds[h] = M.K_DIRTY
+    j.head = p                          # should this erase fail, p is the head mount will find
+    j.bh, j.bl = _base_of(j, p)
+    j.vouch_k = k
+    j.ap = io.end
+    j.head_records = 0
+    _erase(j, h)
+    _new_head(j, h)
+    return True
+
+
+def _call_on_drop(j, s):
+    """Tell the owner which seqs go before s is erased; it may append (into the head's reserve)."""
+    first_hi, first_lo = _base_of(j, s)
+    t = M.successor(j.kinds, j.n, s)
+    if t == j.head or t < 0 or j.kinds[t] != M.K_LIVE:
+        last_hi, last_lo = j.bh, j.bl
+    else:
+        last_hi, last_lo = _base_of(j, t)
+    j.in_drop = True
+    try:
+        j.on_drop(L.seq_int(first_hi, first_lo), L.seq_int(last_hi, last_lo) - 1)
+    finally:
+        j.in_drop = False
