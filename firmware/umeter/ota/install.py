@@ -16,7 +16,7 @@ from umeter.ota import trust as trustmod
 from umeter.ota.verify import Refused, accept
 
 CHUNK = 1024               # hashing buffer; callers feed chunks of any size
-FLUSH_EVERY = 16384        # littlefs commits file data on flush: what a power cut can cost to re-send
+FLUSH_EVERY = 4096         # littlefs commits file data on flush: what a power cut can cost to re-send
 
 
 def head_length(first):
@@ -33,18 +33,14 @@ def _exists(path):
         return False
 
 
-def _remove_tree(path):
-    try:
-        found = slots.entries(path)
-    except OSError:
-        return
-    for name, is_dir in found:
-        p = path + "/" + name
+def _prune(d, keep, rel=""):
+    """Remove every file of the slot directory whose path is not in `keep`."""
+    for name, is_dir in slots.entries(d):
+        path = rel + name
         if is_dir:
-            _remove_tree(p)
-        else:
-            os.remove(p)
-    os.rmdir(path)
+            _prune(d + "/" + name, keep, path + "/")
+        elif path not in keep:
+            os.remove(d + "/" + name)
 
 
 def _makedirs(base, rel):
@@ -130,15 +126,37 @@ class Installer:
                 st.previous = None
             st.event(slots.EV_ATTEMPT, target, m.counter, m.version)
             slots.save(self._backend, st)
-            _remove_tree(d)
-            os.mkdir(d)
+            if not _exists(d):
+                os.mkdir(d)
+            # Keep only files identical to this manifest's (cheap restarts, progress survives any cut),
+            # then record which bundle the slot now holds: a resume may trust partial files after that.
+            _prune(d, self._keep(d, m, False))
             with open(d + "/" + slots.PENDING, "wb") as f:
                 f.write(head)
-        elif not _exists(d + "/" + slots.PENDING):
-            os.rename(d + "/" + slots.MANIFEST, d + "/" + slots.PENDING)
+        else:
+            if not _exists(d + "/" + slots.PENDING):
+                os.rename(d + "/" + slots.MANIFEST, d + "/" + slots.PENDING)
+            _prune(d, self._keep(d, m, True) + [slots.PENDING])
         self._m, self._manifest, self._target, self._dir, self._sid = m, manifest, target, d, sid
         self._total = m.payload_size()
         return self._resume_point()
+
+    def _keep(self, d, m, partial_ok):
+        """Manifest paths whose file is complete and identical; with partial_ok also the first one that
+        is shorter (this bundle's upload, cut short: its prefix is re-hashed and the final hash checks it)."""
+        keep = []
+        for path, size, digest in m.files:
+            try:
+                have, got = slots.hash_file(d + "/" + path, self._buf)
+            except OSError:
+                have, got = -1, None
+            if have == size and got == digest:
+                keep.append(path)
+                continue
+            if partial_ok and 0 <= have < size:
+                keep.append(path)
+            partial_ok = False  # files are written in order: only the first unfinished one can be partial
+        return keep
 
     def _resume_point(self):
         """Skip the files already complete on the slot; reopen a partial one after re-hashing its prefix."""
