@@ -33,6 +33,16 @@ def _mutations(data, positions):
         yield pos, bytes(bad)
 
 
+def test_written_out_constants_are_rfc8032s():
+    p = ed25519.P
+    assert ed25519.D == -121665 * pow(121666, p - 2, p) % p
+    assert ed25519.SQRT_M1 == pow(2, (p - 1) // 4, p) and ed25519.SQRT_M1 ** 2 % p == p - 1
+    x, y, z, t = ed25519.BASE
+    assert y == 4 * pow(5, p - 2, p) % p and z == 1 and t == x * y % p and x % 2 == 0
+    assert ed25519._decode(y.to_bytes(32, "little")) == ed25519.BASE
+    assert (-x * x + y * y - 1 - ed25519.D * x * x * y * y) % p == 0  # on the curve
+
+
 def test_rfc8032_vectors_under_cpython():
     for name, pk, msg, sig in ed25519_vectors():
         assert ed25519.verify(pk, msg, sig), name

@@ -6,12 +6,16 @@ from umeter.crypto.sha512 import SHA512
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 
+# RFC 8032 5.1 constants, written out: each pow() at import would cost the boot stage time on a board
+# (tests/test_ed25519.py derives them again)
 P = 2 ** 255 - 19
 L = 2 ** 252 + 27742317777372353535851937790883648493  # order of the base point
-D = -121665 * pow(121666, P - 2, P) % P
+D = 37095705934669439343138083508754565189542113879843219016388785533085940283555       # -121665/121666
 D2 = 2 * D % P
-SQRT_M1 = pow(2, (P - 1) // 4, P)
-_B_Y = 4 * pow(5, P - 2, P) % P
+SQRT_M1 = 19681161376707505956807079304988542015446066515923890162744021073123829784752  # 2^((p-1)/4)
+BASE = (15112221349535400772501151409588531511454012693041857206046113283949847762202,
+        46316835694926478169428394003475163141307993866256225615783033603165251855960, 1,
+        46827403850823179245072216630277197565144205554125654976674165829533817101731)  # (x, 4/5, 1, xy)
 
 
 def _decode(s):
@@ -86,9 +90,6 @@ def _double_scalar(s, p1, k, p2):
         elif bits == 3:
             acc = _add(acc, both)
     return acc
-
-
-BASE = _decode(_B_Y.to_bytes(32, "little"))  # y = 4/5, x even (RFC 8032 5.1)
 
 
 def verify(public_key, message, signature):
