@@ -51,6 +51,10 @@ def test_on_spi_nor_driver():
     state_cases.check_on_spi_nor_driver()
 
 
+def test_silent_program_failures_keep_acknowledged_values():
+    state_cases.check_silent_program_failures_keep_acknowledged_values()
+
+
 def test_format_cut_never_resurrects():
     state_cases.check_format_cut_never_resurrects()
 

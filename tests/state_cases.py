@@ -524,3 +524,44 @@ def check_cut_copy_b_finished(dev_factory):
     third = State(dev)
     assert third.get(b"k") == b"v1" and third.stats()["corrupt_skipped"] == 1
     assert bytes(dev.mem[base + 20:base + 40]) == spoiled
+
+
+class _SilentProgramFailures:
+    """A chip whose programs stop taking (nothing changes, no error) once `fail` is set; erases work."""
+
+    def __init__(self, flash):
+        self.flash = flash
+        self.size, self.sector_size, self.page_size = flash.size, flash.sector_size, flash.page_size
+        self.fail = False
+
+    def read(self, addr, n):
+        return self.flash.read(addr, n)
+
+    def readinto(self, addr, buf):
+        self.flash.readinto(addr, buf)
+
+    def program(self, addr, data):
+        if not self.fail:
+            self.flash.program(addr, data)
+
+    def erase_sector(self, addr):
+        self.flash.erase_sector(addr)
+
+
+def check_silent_program_failures_keep_acknowledged_values():
+    """Programs that fail silently: the put raises StoreError ("worn out") after trying each other
+    sector once, the active sector is never erased, and every acknowledged value reads back after a
+    remount on a healthy chip."""
+    flash = NorFlash(3 * 4096)
+    dev = _SilentProgramFailures(flash)
+    st = State(dev)
+    model = fill(st, Rng(4), 120)
+    act = st.stats()["active_sector"]
+    erases = flash.stats()["erase_counts"][act]
+    dev.fail = True
+    with raises(StoreError, "worn out"):
+        st.put(b"key1", b"never stored")
+    assert flash.stats()["erase_counts"][act] == erases       # the sector holding the values
+    assert st.stats()["bad_sectors"] == 2
+    again = State(dev)
+    assert {k: again.get(k) for k in again.keys()} == model

@@ -78,3 +78,7 @@ def test_foreign_region_refused_untouched():
 
 def test_cut_copy_b_finished():
     state_cases.check_cut_copy_b_finished(ram)
+
+
+def test_silent_program_failures_keep_acknowledged_values():
+    state_cases.check_silent_program_failures_keep_acknowledged_values()
