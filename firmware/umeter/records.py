@@ -5,12 +5,17 @@ import struct
 
 from micropython import const
 
+from umeter.metering.packing import pack
+
 REC_PROFILE = const(1)     # body: a load-profile record (metering/PROFILE.md)
 REC_CHECKPOINT = const(2)  # body: register checkpoint, CHECKPOINT_FORMAT
 REC_EVENT = const(3)       # body: EVENT_FORMAT + UTF-8 text
 
-CHECKPOINT_VERSION = const(1)
-CHECKPOINT_FORMAT = "<BBQQQQQ"  # version, frac bits, engine time (samples), 4 registers in FU
+SNAPSHOT_VERSION = const(1)  # Engine.snapshot()'s list layout (metering/PROFILE.md)
+CHECKPOINT_VERSION = const(2)
+# version, frac bits, engine time (samples), then per register: whole mWh (mvarh), remainder in FU
+CHECKPOINT_FORMAT = "<BBQQIQIQIQI"
+CHECKPOINT_FORMAT_V1 = "<BBQQQQQ"  # version 1: the 4 registers as u64 FU (full at 2**40 mWh); read only
 EVENT_FORMAT = "<BI"            # event code, argument
 MAX_EVENT_TEXT = const(160)
 
@@ -30,15 +35,44 @@ def profile(body):
 
 
 def checkpoint(snapshot):
-    """snapshot: Engine.snapshot() = [version, frac_bits, t, fu x 4]."""
-    if snapshot[0] != CHECKPOINT_VERSION:
-        raise ValueError("unknown snapshot version")
-    return bytes((REC_CHECKPOINT,)) + struct.pack(CHECKPOINT_FORMAT, *snapshot)
+    """snapshot: Engine.snapshot() = [1, frac_bits, t, fu x 4] (registers in FU = mWh / 2**frac_bits,
+    unbounded ints). ValueError for anything the record cannot hold exactly (RECORDS.md 3)."""
+    if len(snapshot) != 7 or snapshot[0] != SNAPSHOT_VERSION:
+        raise ValueError("not a version %d register snapshot" % SNAPSHOT_VERSION)
+    frac = snapshot[1]
+    if not isinstance(frac, int) or not 0 <= frac <= 32:
+        raise ValueError("frac_bits must be 0..32")
+    fields = [CHECKPOINT_VERSION, frac, snapshot[2]]
+    mask = (1 << frac) - 1
+    for fu in snapshot[3:]:
+        if not isinstance(fu, int) or fu < 0:
+            raise ValueError("registers must be non-negative ints")
+        fields.append(fu >> frac)  # pack() refuses >= 2**64 mWh
+        fields.append(fu & mask)
+    return bytes((REC_CHECKPOINT,)) + pack(CHECKPOINT_FORMAT, *fields)
+
+
+def _snapshot(body):
+    """A checkpoint body (version 2 or 1) -> the Engine.snapshot() list it holds."""
+    if body and body[0] == CHECKPOINT_VERSION and len(body) == struct.calcsize(CHECKPOINT_FORMAT):
+        f = struct.unpack(CHECKPOINT_FORMAT, body)
+        frac = f[1]
+        if frac > 32:
+            raise ValueError("bad checkpoint frac_bits %d" % frac)
+        snap = [SNAPSHOT_VERSION, frac, f[2]]
+        for k in range(3, 11, 2):
+            if f[k + 1] >> frac:
+                raise ValueError("checkpoint remainder not below 2**frac_bits")
+            snap.append((f[k] << frac) + f[k + 1])
+        return snap
+    if body and body[0] == 1 and len(body) == struct.calcsize(CHECKPOINT_FORMAT_V1):
+        return list(struct.unpack(CHECKPOINT_FORMAT_V1, body))
+    raise ValueError("bad checkpoint record (version %d, %d bytes)" % (body[0] if body else -1, len(body)))
 
 
 def event(code, arg=0, text=""):
     data = text.encode() if isinstance(text, str) else bytes(text)
-    return bytes((REC_EVENT,)) + struct.pack(EVENT_FORMAT, code, arg & 0xFFFFFFFF) + data[:MAX_EVENT_TEXT]
+    return bytes((REC_EVENT,)) + pack(EVENT_FORMAT, code, arg & 0xFFFFFFFF) + data[:MAX_EVENT_TEXT]
 
 
 def decode(payload):
@@ -50,9 +84,7 @@ def decode(payload):
     if typ == REC_PROFILE:
         return typ, body
     if typ == REC_CHECKPOINT:
-        if len(body) != struct.calcsize(CHECKPOINT_FORMAT):
-            raise ValueError("bad checkpoint record length")
-        return typ, {"snapshot": list(struct.unpack(CHECKPOINT_FORMAT, body))}
+        return typ, {"snapshot": _snapshot(body), "version": body[0]}
     if typ == REC_EVENT:
         n = struct.calcsize(EVENT_FORMAT)
         if len(body) < n:
