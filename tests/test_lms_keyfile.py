@@ -212,3 +212,17 @@ def test_damaged_or_loose_key_files_are_refused(tmp_path):
     with pytest.raises(signing_keys.SigningKeyError, match="seed does not give its public key"):
         signing_keys.load(key).sign(b"m")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_tree_progress_is_reported_and_the_library_left_as_it_was(tmp_path):
+    import pyhsslms
+
+    original = pyhsslms.LmotsPrivateKey.publicKey
+    seen = []
+    key = signing_keys.new(tmp_path / "k", "lms", "H5", "W4",
+                           progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (32, 32) and [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) == 32
+    assert pyhsslms.LmotsPrivateKey.publicKey is original
+    seen.clear()
+    signing_keys.load(key.path).tree(progress=lambda done, total: seen.append(done))
+    assert seen[-1] == 32 and pyhsslms.LmotsPrivateKey.publicKey is original

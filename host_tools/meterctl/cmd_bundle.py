@@ -13,6 +13,7 @@ from meterctl import boards
 from meterctl import bundle as host_bundle
 from meterctl import signing_keys
 from meterctl.cli import CliError
+from meterctl.cmd_keys import tree_progress
 from meterctl.mpcompat import install as _install_firmware_path
 
 _install_firmware_path()
@@ -141,7 +142,7 @@ def run_sign(args):
             if key.alg == fmt.ALG_LMS:
                 print("loading LMS key %s (%s: computing %d leaves) ..."
                       % (key.key_id.hex(), key.describe(), key.total), file=sys.stderr, flush=True)
-                key.tree()
+                key.tree(progress=tree_progress)
         signed = host_bundle.sign(data, keys, on_signed=_report_signed)
     except (signing_keys.SigningKeyError, fmt.BundleError) as e:
         raise CliError(str(e)) from None

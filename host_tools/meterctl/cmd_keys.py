@@ -52,17 +52,28 @@ def run_new(args):
 
 
 def _new_signing_key(args):
+    progress = None
     if args.alg == "lms":
         h = int(args.lms_type[1:])
         print("computing the LMS tree (%d one-time keys) ..." % (1 << h), file=sys.stderr, flush=True)
+        progress = tree_progress
     try:
-        key = signing_keys.new(args.out, args.alg, args.lms_type, args.ots_type, force=args.force)
+        key = signing_keys.new(args.out, args.alg, args.lms_type, args.ots_type, force=args.force,
+                               progress=progress)
     except signing_keys.SigningKeyError as e:
         raise CliError(str(e)) from None
     print("wrote %s (mode 0600) and %s: %s key id %s (%s)"
           % (args.out, signing_keys.public_path(args.out), args.alg, key.key_id.hex(), key.describe()))
     print("public key %s" % key.public_key.hex())
     return 0
+
+
+def tree_progress(done, total):
+    """Leaves computed so far, on one terminal line (nothing when stderr is not a terminal)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r  %3d %% (%d of %d leaves)%s" % (100 * done // total, done, total,
+                                                            "\n" if done == total else ""))
+        sys.stderr.flush()
 
 
 def run_id(args):

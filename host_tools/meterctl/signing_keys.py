@@ -193,11 +193,14 @@ class LmsKey:
         return "lms %s, %d of %d signatures left" % (lms_type_name(self.lms_type, self.ots_type),
                                                       self.total - self.next_q, self.total)
 
-    def tree(self):
-        """The pyhsslms key (computes all 2^h leaves: 0.7 s for H10, ~32x per 5 more levels)."""
+    def tree(self, progress=None):
+        """The pyhsslms key: computes all 2^h leaves (H10/W4 0.7 s here, x32 per 5 more levels, W8 ~8x W4).
+        progress(done, total) is called as leaves are computed."""
         if self._tree is None:
-            tree = pyhsslms.LmsPrivateKey(self.lms_type.to_bytes(4, "big"), self.ots_type.to_bytes(4, "big"),
-                                          SEED=self._seed, I=self.ident, q=0)
+            with _LeafCounter(self.total, progress):
+                tree = pyhsslms.LmsPrivateKey(self.lms_type.to_bytes(4, "big"),
+                                              self.ots_type.to_bytes(4, "big"), SEED=self._seed, I=self.ident,
+                                              q=0)
             if tree.pub != self.root:
                 raise SigningKeyError("%s is damaged: its seed does not give its public key" % self.path)
             self._tree = tree
@@ -276,8 +279,38 @@ def load(path):
     raise SigningKeyError("%s: unknown signing algorithm %d" % (path, alg))
 
 
-def new(path, alg, lms_type=DEFAULT_LMS_TYPE, ots_type=DEFAULT_OTS_TYPE, force=False):
-    """Create a private key file (0600) and its public key file (0644); returns the loaded key."""
+class _LeafCounter:
+    """Reports pyhsslms' progress through a tree (it has no callback): counts its one-time public key
+    computations, one per leaf, while the context is open."""
+
+    def __init__(self, total, progress):
+        self.total, self.progress, self.done = total, progress, 0
+
+    def __enter__(self):
+        if self.progress is None:
+            return self
+        cls = pyhsslms.LmotsPrivateKey
+        self.original = cls.publicKey
+        every = max(1, self.total // 100)
+        counter = self
+
+        def counting(ots_key):
+            counter.done += 1
+            if counter.done % every == 0 or counter.done == counter.total:
+                counter.progress(counter.done, counter.total)
+            return counter.original(ots_key)
+
+        cls.publicKey = counting
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            pyhsslms.LmotsPrivateKey.publicKey = self.original
+
+
+def new(path, alg, lms_type=DEFAULT_LMS_TYPE, ots_type=DEFAULT_OTS_TYPE, force=False, progress=None):
+    """Create a private key file (0600) and its public key file (0644); returns the loaded key.
+    progress(done, total): see LmsKey.tree."""
     path = Path(path)
     if alg == "ed25519":
         seed = secrets.token_bytes(32)
@@ -287,7 +320,9 @@ def new(path, alg, lms_type=DEFAULT_LMS_TYPE, ots_type=DEFAULT_OTS_TYPE, force=F
     elif alg == "lms":
         lt, ot = LMS_TYPES[lms_type.upper()], OTS_TYPES[ots_type.upper()]
         ident, seed = secrets.token_bytes(16), secrets.token_bytes(32)
-        root = pyhsslms.LmsPrivateKey(lt.to_bytes(4, "big"), ot.to_bytes(4, "big"), SEED=seed, I=ident).pub
+        with _LeafCounter(1 << fmt.LMS_HEIGHTS[lt], progress):
+            root = pyhsslms.LmsPrivateKey(lt.to_bytes(4, "big"), ot.to_bytes(4, "big"), SEED=seed,
+                                          I=ident).pub
         pub = LmsKey(path, lt, ot, ident, seed, root, 0).public_key
         private = _lms_file_bytes(lt, ot, ident, seed, root, 0)
         code = fmt.ALG_LMS

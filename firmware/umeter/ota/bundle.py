@@ -3,11 +3,7 @@
 # every length before they slice, refuse anything unknown and raise BundleError (a ValueError) with a
 # reason; encoders range-check every value first, because int.to_bytes truncates silently on MicroPython.
 import hashlib
-
-try:
-    from binascii import hexlify
-except ImportError:  # pragma: no cover - every port has binascii
-    hexlify = None
+from binascii import hexlify
 
 MAGIC = b"UMTRBNDL"
 FORMAT_VERSION = 0x01
