@@ -74,6 +74,7 @@ def test_malformed_signatures_return_false():
 
 def test_sizes_and_type_codes():
     assert lms.signature_size(lms.LMS_SHA256_M32_H10, lms.LMOTS_SHA256_N32_W4) == 2508
+    assert lms.DEFAULT_SIGNATURE_SIZE == 2508
     assert lms.signature_size(lms.LMS_SHA256_M32_H10, lms.LMOTS_SHA256_N32_W8) == 1452
     assert (lms.LMS_SHA256_M32_H5, lms.LMS_SHA256_M32_H25) == (5, 9)
     assert (lms.LMOTS_SHA256_N32_W1, lms.LMOTS_SHA256_N32_W8) == (1, 4)

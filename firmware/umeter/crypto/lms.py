@@ -48,6 +48,9 @@ def signature_size(lms_type, ots_type):
     return 4 + ots_signature_size(ots_type) + 4 + _HEIGHT[lms_type] * N
 
 
+DEFAULT_SIGNATURE_SIZE = signature_size(DEFAULT_LMS_TYPE, DEFAULT_OTS_TYPE)  # 2,508 bytes
+
+
 def _type_at(buf, off):
     # a u32 type code; anything above 255 is no code we know (and keeps ints small on 32-bit ports)
     if len(buf) < off + 4 or buf[off] or buf[off + 1] or buf[off + 2]:
