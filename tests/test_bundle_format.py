@@ -170,6 +170,13 @@ def test_every_refusal_rule_of_the_manifest():
         b.parse_manifest(b"\x01" * 8193)
 
 
+def test_every_required_field_is_required():
+    names = {1: "PRODUCT", 2: "BOARDS", 3: "VERSION", 4: "COUNTER", 5: "ISSUED", 6: "EXPIRES", 7: "ARCH"}
+    for tag, name in names.items():
+        with pytest.raises(b.BundleError, match="missing %s" % name):
+            b.parse_manifest(raw_manifest(*[p for p in base_parts() if p[0] != tag]))
+
+
 def test_file_rules():
     ok = ["board.py", "umeter/__init__.py"]
     for path, why in PATH_REFUSALS:
