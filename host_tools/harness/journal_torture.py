@@ -1,72 +1,88 @@
-"""Power-cut torture for the Journal on the NOR simulator (CPython and MicroPython alike).
+"""Power-cut torture for the Journal (revision 3) on the NOR simulator (CPython and MicroPython alike).
 
-One round: arm a cut at a random program/erase a few operations ahead, append random records until
-the cut tears one, power on, remount, and check the oracle:
-  - every append that returned is present, intact and in order, except records older than the
-    oldest one present (those may only have been dropped by ring retention, never from the middle);
-  - the newest acknowledged record is always present;
+One round: arm a cut (anywhere a few operations ahead; in the first append after a mount: brown-out
+loops and double cuts; or at the next sector erase: the drop at wrap), append random records (1 byte,
+max_payload and sizes between) until the cut tears one, power on, remount, and check the oracle:
+  - every acknowledged record is present, intact and in order, except records older than the oldest
+    one present (those only ring retention may drop, never from the middle), and the newest
+    acknowledged record is always present;
   - nothing is returned that was never appended (the in-flight record may appear or not);
-  - sequence numbers strictly increase across reboots (next_seq above everything acknowledged,
-    and above the in-flight seq when that record survived);
-  - no seq is reissued once a program of its record's bytes was started, even one cut before it
-    changed a bit: a spy on the device's program calls notes every seq whose body reached a program
-    call; next_seq after a remount must be above all of them, and append must never return one of
-    them for a different payload (the sealer uses seqs as nonces);
+  - seqs strictly increase, and no seq is handed out twice: next_seq after a remount is above every seq
+    any append returned, every seq whose payload program started (its ciphertext was on the bus, even
+    if the cut came before a bit changed) and every seq ever visible;
   - last_seq is the seq of the newest record records() returns (0 when none).
-A violation raises AssertionError with the round number. Used by tests and by `make torture`.
+A violation raises AssertionError with the round number. Also here: failing_chip() (programs stop
+taking, erases still work) and bit_rot() (random flips in a mounted image). Used by the tests and by
+`make torture` (meterctl.torture).
 """
 from binascii import crc32
 
 from sim.nor import NorFlash, PowerCut
 from sim.rng import XorShift32
+from umeter.store import StoreError
 from umeter.store.journal import Journal
 
-
-def _le(v, n):
-    return bytes((v >> (8 * k)) & 0xFF for k in range(n))
-
-
-def record_body(seq, payload):
-    """The bytes the journal programs for a record, after its commit byte (JOURNAL.md 1.2)."""
-    head = _le(seq, 6) + _le(len(payload), 2)
-    return head + _le(crc32(payload, crc32(head)), 4) + payload
+REC_TAG = 0xA5      # byte 2 of a record header (JOURNAL.md 1.3): how the spy tells header from payload
 
 
 class ProgramSpy:
-    """The flash device, noting whether a program call carried bytes of the record being appended
-    (set .body first). Pieces of two or more bytes are matched inside the body; a one-byte piece only
-    as the body's first byte at the end of a page (the journal splits programs at page boundaries)."""
+    """The flash device, noting whether the payload of the record being appended reached a program call:
+    the journal programs the 8-byte record header alone first, every later program call of the same
+    append carries payload bytes. Can tear the next erase (cut_next_erase) and drop programs (fail)."""
 
     def __init__(self, flash):
         self.f = flash
         self.size, self.sector_size, self.page_size = flash.size, flash.sector_size, flash.page_size
         self.readinto = flash.readinto
-        self.body = None
+        self.watch = False
+        self.header_seen = False
         self.started = False
+        self.cut_next_erase = False
+        self.fail = False
+
+    def arm(self):
+        self.watch, self.header_seen, self.started = True, False, False
 
     def read(self, addr, n):
         return self.f.read(addr, n)
 
     def erase_sector(self, addr):
+        if self.cut_next_erase:
+            self.cut_next_erase = False
+            self.f.arm_cut(1)
         self.f.erase_sector(addr)
 
-    def note(self, addr, data):
-        b = self.body
-        if b is not None and not self.started:
-            d = bytes(data)
-            if len(d) >= 2:
-                self.started = d in b
-            else:
-                self.started = (addr + 1) % self.page_size == 0 and d == b[:1]
-
     def program(self, addr, data):
-        self.note(addr, data)
+        if self.watch:
+            if self.header_seen:
+                self.started = True
+            elif len(data) == 8 and data[2] == REC_TAG and data[3] == 0xFF and addr % 16 == 0:
+                self.header_seen = True
+        if self.fail:
+            self.f._check_power()
+            return                              # the chip says nothing, the bits stay
         self.f.program(addr, data)
 
 
 class _Rng(XorShift32):
     def __init__(self, seed):
         XorShift32.__init__(self, (seed * 2654435761 + 12345) & 0xFFFFFFFF or 1)
+
+
+def make_payload(rng, mp):
+    pick = rng.below(8)
+    if pick == 0:
+        n = 1
+    elif pick == 1:
+        n = mp
+    elif pick == 2:
+        n = 1 + rng.below(mp)
+    elif pick < 5:
+        n = 1 + rng.below(16)
+    else:
+        n = 1 + rng.below(200)
+    tag = rng.next().to_bytes(4, "little")
+    return (tag * (n // 4 + 1))[:n]
 
 
 class JournalTorture:
@@ -78,83 +94,69 @@ class JournalTorture:
         self.rng = _Rng(seed)
         self.max_ops = max_ops
         self.journal = Journal(self.spy)
-        self.started = {}         # seq -> crc32 of the payload whose body reached a program call
-        self.max_started = 0
         self.acked = []           # [(seq, payload)] still expected (pruned as retention drops them)
-        self.max_acked = 0
+        self.top = 0              # highest seq returned, started or visible: next_seq must stay above
         self.cuts = 0
-        self.lost = 0             # acknowledged records missing (must stay 0)
-        self.corrupt = 0          # records returned that were never appended / wrong content (must stay 0)
+        self.lost = 0
+        self.corrupt = 0
         self.inflight_kept = 0
-        self.torn_skipped = 0     # torn slots the journal skipped (expected, not an error)
+        self.torn_skipped = 0
         self.appended = 0
-
-    def _payload(self):
-        rng = self.rng
-        mp = self.journal.max_payload
-        pick = rng.below(4)
-        if pick == 0:
-            n = 1 + rng.below(mp)
-        elif pick == 1:
-            n = 1 + rng.below(16)
-        else:
-            n = 1 + rng.below(200)
-        tag = rng.next().to_bytes(4, "little")
-        return (tag * (n // 4 + 1))[:n]
+        self.erase_cuts = 0
+        self.brownouts = 0
+        self.brownout_next = False
 
     def round(self):
-        """One power cut and the checks after it. Returns nothing; raises AssertionError on a violation."""
+        """One power cut and the checks after it (AssertionError on a violation)."""
         j = self.journal
         dev = self.dev
-        dev.arm_cut(1 + self.rng.below(self.max_ops))
-        inflight = None
         spy = self.spy
+        mode = self.rng.below(8)
+        if self.brownout_next or mode == 0:
+            dev.arm_cut(1 + self.rng.below(4))          # inside the first append after the mount
+            self.brownouts += 1
+        elif mode == 1:
+            spy.cut_next_erase = True                   # the drop at wrap
+            dev.arm_cut(3000)
+        else:
+            dev.arm_cut(1 + self.rng.below(self.max_ops))
+        self.brownout_next = self.rng.below(4) == 0     # a double cut: the next boot is cut early too
+        inflight = None
         try:
             while True:
-                p = self._payload()
+                p = make_payload(self.rng, j.max_payload)
                 inflight = (j.next_seq, p)
-                spy.body, spy.started = record_body(inflight[0], p), False
-                try:
-                    s = j.append(p)
-                finally:
-                    self._note_started(inflight)
-                if s != inflight[0] or s <= self.max_acked:
-                    raise AssertionError("round %d: append returned seq %d (expected %d, last acked %d)"
-                                         % (self.cuts, s, inflight[0], self.max_acked))
+                spy.arm()
+                s = j.append(p)
+                spy.watch = False
+                if s != inflight[0] or s <= self.top:
+                    raise AssertionError("round %d: append returned seq %d (expected %d, top %d)"
+                                         % (self.cuts, s, inflight[0], self.top))
                 self.acked.append((s, p))
-                self.max_acked = s
+                self.top = s
                 self.appended += 1
                 inflight = None
         except PowerCut:
             pass
+        spy.watch = False
+        if mode == 1 and not spy.cut_next_erase:
+            self.erase_cuts += 1
+        spy.cut_next_erase = False
+        dev.disarm_cut()
         dev.power_on()
+        if inflight is not None and spy.started and inflight[0] > self.top:
+            self.top = inflight[0]
         self.cuts += 1
         j = self.journal = Journal(spy)
         self.check(j, inflight)
 
-    def _note_started(self, inflight):
-        spy = self.spy
-        s, p = inflight
-        fp = crc32(p)
-        if spy.started:
-            old = self.started.get(s)
-            if old is not None and old != fp:
-                raise AssertionError("round %d: seq %d programmed again for another payload after a "
-                                     "cut had started its program" % (self.cuts, s))
-            self.started[s] = fp
-            if s > self.max_started:
-                self.max_started = s
-        spy.body = None
-
     def check(self, j, inflight):
         got = list(j.records())
         self.torn_skipped += j.stats()["corrupt_skipped"]
-        acked = self.acked
         expected = {}
-        for s, p in acked:
+        for s, p in self.acked:
             expected[s] = p
         prev = 0
-        first = got[0][0] if got else None
         survived = False
         for s, p in got:
             if s <= prev:
@@ -168,28 +170,25 @@ class JournalTorture:
                 self.inflight_kept += 1
             else:
                 self.corrupt += 1
-        present = {}
-        for s, _ in got:
-            present[s] = True
+        first = got[0][0] if got else None
+        present = set(s for s, _ in got)
         keep = []
-        for s, p in acked:
+        for s, p in self.acked:
             if first is not None and s >= first:
                 if s not in present:
                     self.lost += 1
                 keep.append((s, p))
-        if acked and (first is None or acked[-1][0] < first):
+        if self.acked and (first is None or self.acked[-1][0] < first):
             self.lost += 1            # even the newest acknowledged record is gone
         if survived:
             keep.append(inflight)
-            self.max_acked = inflight[0]
         self.acked = keep
-        if j.next_seq <= self.max_acked:
-            raise AssertionError("round %d: next_seq %d not above %d"
-                                 % (self.cuts, j.next_seq, self.max_acked))
-        if j.next_seq <= self.max_started:
-            raise AssertionError("round %d: next_seq %d would reissue seq %d, whose program had started"
-                                 % (self.cuts, j.next_seq, self.max_started))
         newest = got[-1][0] if got else 0
+        if newest > self.top:
+            self.top = newest
+        if j.next_seq <= self.top:
+            raise AssertionError("round %d: next_seq %d would reissue seq %d"
+                                 % (self.cuts, j.next_seq, self.top))
         if j.last_seq != newest:
             raise AssertionError("round %d: last_seq %d but the newest record is %d"
                                  % (self.cuts, j.last_seq, newest))
@@ -199,14 +198,92 @@ class JournalTorture:
     def summary(self):
         return {"cuts": self.cuts, "lost": self.lost, "corrupt": self.corrupt, "appended": self.appended,
                 "inflight_kept": self.inflight_kept, "torn_skipped": self.torn_skipped,
-                "started": len(self.started)}
+                "brownouts": self.brownouts, "erase_cuts": self.erase_cuts}
 
 
-def run_rounds(n, seed=1, sectors=10, progress=None):
+def run_rounds(n, seed=1, sectors=10, progress=None, max_ops=24):
     """Run n rounds on a fresh simulated device; returns the summary dict."""
-    t = JournalTorture(seed=seed, sectors=sectors)
+    t = JournalTorture(seed=seed, sectors=sectors, max_ops=max_ops)
     for i in range(n):
         t.round()
         if progress is not None:
             progress(i + 1, t)
     return t.summary()
+
+
+def failing_chip(seed=1, sectors=3, records=40, attempts=6):
+    """Programs stop taking (silently) while erases still work: each append raises StoreError
+    ("worn out") at the latest on its read-back, at most the sector written to is given up, every
+    older record stays readable, no seq comes back. Returns the number of worn-out errors seen."""
+    rng = _Rng(seed)
+    f = NorFlash(sectors * 4096, seed=seed)
+    spy = ProgramSpy(f)
+    j = Journal(spy)
+    acked = []
+    for _ in range(records + rng.below(records)):
+        p = make_payload(rng, j.max_payload)
+        acked.append((j.append(p), p))
+    before = list(j.records())
+    top = j.last_seq
+    spy.fail = True
+    worn = 0
+    for boot in range(attempts):
+        erases = f.stats()["erases"]
+        for _ in range(3):
+            try:
+                j.append(make_payload(rng, j.max_payload))
+                raise AssertionError("an append on a chip that does not program returned")
+            except StoreError as e:
+                if "worn out" not in str(e):
+                    raise AssertionError("unexpected StoreError: %s" % e)
+                worn += 1
+        if f.stats()["erases"] - erases > 1:
+            raise AssertionError("boot %d: a failing chip lost %d sectors in one boot"
+                                 % (boot, f.stats()["erases"] - erases))
+        j = Journal(spy)
+        got = list(j.records())
+        if j.next_seq <= top:
+            raise AssertionError("boot %d: next_seq %d not above %d" % (boot, j.next_seq, top))
+        for s, p in got:
+            if (s, p) not in before:
+                raise AssertionError("boot %d: record %d was never acknowledged" % (boot, s))
+        # at most one sector's worth (the one erased for the failed open) of the oldest records gone
+        if got != before[len(before) - len(got):] or (len(got) < len(before) and boot == 0 and
+                                                     len(before) - len(got) > j.capacity(1)):
+            raise AssertionError("boot %d: older records lost on a failing chip" % boot)
+        before = got
+    return worn
+
+
+def bit_rot(seed=1, sectors=5, flips=8, rounds=10):
+    """Random bit flips in a mounted image: mounting, walking and appending raise nothing but
+    StoreError, and never return a payload that was not appended under that seq."""
+    rng = _Rng(seed)
+    for r in range(rounds):
+        f = NorFlash(sectors * 4096, seed=seed * 100 + r)
+        j = Journal(f)
+        written = {}
+        for _ in range(30 + rng.below(200)):
+            p = make_payload(rng, 300)
+            written[j.append(p)] = crc32(p)
+        used = [a for a in range(0, f.size, 7) if f._mem[a] != 0xFF]
+        for _ in range(1 + rng.below(flips)):
+            a = used[rng.below(len(used))] if rng.below(4) else rng.below(f.size)
+            f._mem[a] ^= 1 << rng.below(8)
+        try:
+            for s, p in j.records():            # the mounted journal, walking the rotted image
+                if written.get(s) != crc32(p):
+                    raise AssertionError("round %d: seq %d returned a payload never appended" % (r, s))
+            j2 = Journal(f)
+            prev = 0
+            for s, p in j2.records():
+                if written.get(s) != crc32(p) or s <= prev:
+                    raise AssertionError("round %d: seq %d corrupt or out of order after a remount"
+                                         % (r, s))
+                prev = s
+            top = max(written)
+            s = j2.append(b"after the rot")
+            if s <= top and s in written:
+                raise AssertionError("round %d: seq %d handed out twice" % (r, s))
+        except StoreError:
+            pass
