@@ -99,6 +99,7 @@ def test_meterctl_torture_state_entry_point():
     from meterctl import torture_state
 
     seen = []
-    r = torture_state.run(120, seed=5, progress=seen.append)
+    r = torture_state.run(120, seed=5, progress=seen.append, sweep_second=0)   # double cuts: tests above
     assert r["cuts"] == 120 and r["lost"] == 0 and r["corrupt"] == 0
+    assert r["sweep_runs"] >= 150 and r["first_format_cuts"] >= 6 and r["failed_at"] is None
     assert r["seconds"] >= 0 and seen and seen[-1]["cuts"] <= 120

@@ -21,12 +21,12 @@ SWEEP = ((2, 1024), (3, 512), (2, 4096))
 SWEEP_SECOND = 8
 
 
-def sweep(seed=0):
+def sweep(seed=0, second=SWEEP_SECOND):
     """The exhaustive sweeps; returns summed counters (sweep_runs, sweep_cuts, lost, corrupt, ...)."""
     out = {"sweep_runs": 0, "sweep_cuts": 0, "lost": 0, "corrupt": 0, "first_format_cuts": 0,
            "cuts_in_mount": 0, "failed_at": None}
     for sectors, ss in SWEEP:
-        s = state_torture.sweep(sectors=sectors, sector_size=ss, second=SWEEP_SECOND, seed=seed)
+        s = state_torture.sweep(sectors=sectors, sector_size=ss, second=second, seed=seed)
         out["sweep_runs"] += s["runs"]
         out["sweep_cuts"] += s["cuts"]
         for k in ("lost", "corrupt", "first_format_cuts", "cuts_in_mount"):
@@ -37,9 +37,9 @@ def sweep(seed=0):
     return out
 
 
-def run(cuts, seed=0, progress=None, **geometry):
+def run(cuts, seed=0, progress=None, sweep_second=SWEEP_SECOND, **geometry):
     t0 = time.perf_counter()
-    sw = sweep(seed)
+    sw = sweep(seed, sweep_second)
     r = state_torture.run(cuts, seed=seed, progress=progress, **geometry)
     r["lost"] += sw["lost"]
     r["corrupt"] += sw["corrupt"]
