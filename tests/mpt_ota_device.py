@@ -309,3 +309,27 @@ def test_unprovisioned_device_refuses_and_development_mode_is_reported():
         Installer("", backend).begin(b"UMTRBNDL\x01\x00\x00\x01\x00\x01\x01\x01")
     info = slots.identity("", backend)
     assert info["mode"] == "development" and info["note"] == "unverified development deploy"
+
+
+def scenario_http_delivery():
+    from umeter.ota import http
+    d = fresh_dir("http")
+    os.chdir(d)
+    backend = FileBackend("ota")
+    provision(backend)
+    base = os.getenv("OTA_URL")
+    install(case("v1"), backend)
+    slots.confirm("", backend)
+    with raises(OSError, match="stopped at"):      # the server drops the first download half-way
+        http.fetch(base + "/big.bnd?drop", Installer("", backend))
+    assert power_on(d)[0] == "app 1.0 on sim"
+    sid = http.fetch(base + "/big.bnd", Installer("", backend))   # resumes with a Range request
+    assert power_on(d)[0] == "app big on sim"
+    active = slots.slot_dir("", slots.load(backend).active)
+    assert sid == bundle.software_id(slots.read_head(active + "/" + slots.MANIFEST)[0])
+    with raises(Refused, match="bundle is for board(s)"):
+        http.fetch(base + "/bad_board.bnd", Installer("", backend))
+    with raises(OSError, match="HTTP 404"):
+        http.fetch(base + "/missing.bnd", Installer("", backend))
+    assert power_on(d)[0] == "app big on sim"
+    print("http: ok")
