@@ -145,6 +145,14 @@ def test_an_error_while_saving_the_index_releases_no_signature(unsigned, tmp_pat
     assert leaves(out) == [0] and next_q(key) == 1
 
 
+def test_the_same_key_twice_is_refused_before_any_leaf_is_used(unsigned, tmp_path, capsys):
+    key = tmp_path / "lms.key"
+    new_key(key)
+    status = main(["bundle", "sign", "--key", str(key), "--key", str(key), str(unsigned), "-o",
+                   str(tmp_path / "out")])
+    assert status == 2 and "given twice" in capsys.readouterr().err and next_q(key) == 0
+
+
 def test_two_signers_at_once_never_share_a_leaf(tmp_path):
     key = tmp_path / "lms.key"
     new_key(key)

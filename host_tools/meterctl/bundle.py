@@ -2,6 +2,7 @@
 describe it. The byte format is umeter.ota.bundle's, the very code the device runs; this module adds the
 payload, the files and the host crypto (meterctl.signing_keys)."""
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -81,9 +82,11 @@ def sign(data, keys, on_signed=None):
     b = read(data)
     message = fmt.signed_message(b.manifest_bytes)
     entries = list(b.entries)
-    for key in keys:
+    for i, key in enumerate(keys):
         if any(e[0] == key.alg and e[1] == key.key_id for e in entries):
             raise BundleError("sigblock: key %s has signed this bundle already" % key.key_id.hex())
+        if any(k.alg == key.alg and k.key_id == key.key_id for k in keys[:i]):
+            raise BundleError("sigblock: key %s given twice" % key.key_id.hex())
     if len(entries) + len(keys) > fmt.MAX_SIGNATURES:
         raise BundleError("sigblock: %d signatures, at most %d"
                           % (len(entries) + len(keys), fmt.MAX_SIGNATURES))
@@ -169,5 +172,8 @@ def write_file(path, data):
     """Write a bundle file atomically (a half-written bundle never carries the final name)."""
     path = Path(path)
     tmp = path.with_name(".%s.tmp" % path.name)
-    tmp.write_bytes(data)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
