@@ -352,6 +352,11 @@ class Engine:
         if c["q_offset"]:
             e_q += int(math.floor(c["q_offset"] * n / self.rate_hz * _FU_PER_J + 0.5))
         saturated = sat_v + sat_i + clipped
+        # both channels clipped: their harmonics meet in the quadrature sum (exact only at the
+        # fundamental) and would make up reactive power that is not there; none is booked
+        q_valid = not (sat_v and sat_i)
+        if not q_valid:
+            e_q = 0
         dur = neff / self.rate_hz
         p = e_p / (_FU_PER_J * dur)
         q = e_q / (_FU_PER_J * dur)
@@ -391,6 +396,7 @@ class Engine:
         ws["sat_v"] = sat_v
         ws["sat_i"] = sat_i
         ws["clipped"] = clipped
+        ws["q_valid"] = q_valid
         # the next windows look for crossings around this window's DC level
         z = mid + (2 * sv + n) // (2 * n)
         st[kernels.ZC] = z
