@@ -70,6 +70,10 @@ def test_power_cut_torture():
     print("state torture cuts on the unix port:", total)
 
 
+def test_crc_matches_binascii():
+    state_cases.check_crc_matches_binascii()
+
+
 def test_first_format_cut_mounts():
     assert state_cases.check_first_format_cut_mounts() >= 12
 

@@ -584,3 +584,22 @@ def check_silent_program_failures_keep_acknowledged_values():
     assert st.stats()["bad_sectors"] == 2
     again = State(dev)
     assert {k: again.get(k) for k in again.keys()} == model
+
+
+def check_crc_matches_binascii():
+    """state_crc.crc_update (viper on MicroPython) gives binascii.crc32's bytes, chained in pieces."""
+    from umeter.store.state_crc import crc_reset, crc_update, crc_update_plain
+
+    rng = Rng(17)
+    acc = bytearray(4)
+    ref = bytearray(4)
+    for n in (0, 1, 2, 15, 16, 255, 256, 1000):
+        data = rng.fill(n)
+        cut = rng.below(n + 1)
+        crc_reset(acc)
+        crc_update(acc, data, cut)
+        crc_update(acc, memoryview(data)[cut:], n - cut)
+        crc_reset(ref)
+        crc_update_plain(ref, data, n)
+        c = binascii.crc32(data)
+        assert acc == ref == bytes([c & 0xFF, (c >> 8) & 0xFF, (c >> 16) & 0xFF, (c >> 24) & 0xFF]), n
