@@ -74,3 +74,27 @@ def test_console_entry_point(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "meterctl.cli", "keys", "new", "--out", str(path)],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and path.read_bytes().hex() not in proc.stdout + proc.stderr
+
+
+def test_signing_keys_get_the_same_care(tmp_path, capsys):
+    """keys new --alg: 0600 under any umask, never overwritten without --force, no temporary left behind."""
+    path = tmp_path / "sign.key"
+    old = os.umask(0)
+    try:
+        status, out, err = run(["keys", "new", "--alg", "ed25519", "--out", str(path)], capsys)
+    finally:
+        os.umask(old)
+    assert status == 0 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    seed = path.read_bytes()[6:38]
+    assert seed.hex() not in out + err and seed.hex()[:8] not in out + err
+    before = path.read_bytes()
+    status, _, err = run(["keys", "new", "--alg", "ed25519", "--out", str(path)], capsys)
+    assert status == 2 and "refusing to overwrite" in err and path.read_bytes() == before
+    assert run(["keys", "new", "--alg", "ed25519", "--out", str(path), "--force"], capsys)[0] == 0
+    assert path.read_bytes() != before and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sign.key", "sign.key.pub"]
+    status, _, err = run(["keys", "new", "--alg", "ed25519", "--out", str(tmp_path)], capsys)
+    assert status == 2 and "directory" in err
+    path.chmod(0o644)
+    status, _, err = run(["keys", "id", str(path)], capsys)
+    assert status == 2 and "chmod 600" in err
