@@ -167,7 +167,7 @@ def open_sector(j):
     s = M.successor(kinds, j.n, h)
     if s < 0:
         raise StoreError("journal worn out: no usable sector left")
-    if j.head_records == 0 and s == j.last_sec and _reuse(j, h):
+    if j.head_records == 0 and kinds[s] == M.K_LIVE and _reuse(j, h):
         return
     if kinds[s] == M.K_LIVE and j.on_drop is not None and j.vouch_k == 0 and j.ap <= j.io.end - j.reserve:
         _call_on_drop(j, s)
@@ -193,9 +193,10 @@ def _new_head(j, v):
 
 
 def _reuse(j, h):
-    """The head holds no valid record and its successor holds the newest one: erase the head itself
-    rather than drop history. Its predecessor p first vouches for every seq used so far; the head's
-    magic is zeroed so no torn erase can make its old header valid again (JOURNAL.md 5.2)."""
+    """The head holds no valid record and its successor holds records: erase the head itself rather
+    than drop history for nothing (brown-out loops). Its predecessor p first vouches for every seq
+    used so far; the head's magic is zeroed so no torn erase can make its old header valid again
+    (JOURNAL.md 5.2)."""
     p = M.predecessor(j.kinds, j.n, h)
     if p < 0 or p == h or j.kinds[p] != M.K_LIVE:
         return False
