@@ -3,7 +3,7 @@ a first format that a power cut interrupted. Everything is returned to the calle
 state between calls."""
 from .errors import StoreError
 from .state_layout import (DATA0, HDR, HDRS, SLOT, T_PUT, decode_header, first_format_header,
-                           could_be_torn_program, decode_copy, slot_is_free, slot_is_valid, u16)
+                           could_be_torn_program, decode_copy, equal4, slot_is_free, slot_is_valid, u16)
 from .state_crc import crc_reset, crc_update
 
 VBITS = 11            # index value = (slot offset << VBITS) | value length: < 2**27, a small int
@@ -150,7 +150,7 @@ def scan(flash, geo, base, sb, acc):
         crc_reset(dcrc)
         crc_update(dcrc, key, klen)
         flash.crc_range(base + d + klen, vlen, dcrc)
-        if dcrc != memoryview(sb)[8:12]:
+        if not equal4(dcrc, sb, 8):
             corrupt += 1
             continue
         old = index.get(key)
