@@ -1,0 +1,65 @@
+"""``meterctl ota``: deliver a signed bundle to a device's streaming installer (SLOTS.md).
+
+    meterctl ota push --port P BUNDLE      over the raw REPL (development boards, the virtual board), with a
+                                           progress bar; a broken connection reconnects and resumes
+    meterctl ota fetch --port P URL        the device downloads the bundle itself over HTTP (resumes too)
+
+The device verifies everything; the new app boots in trial mode at the next reset and must confirm."""
+import sys
+from pathlib import Path
+
+from meterctl import ota_push
+from meterctl.cli import CliError
+from meterctl.cmd_status import add_port_args
+from meterctl.remote import Remote, RemoteError
+
+FETCH_CODE = ("from umeter.ota import http as _uoh\n"
+              "print(_uoh.fetch(%r))\n"
+              "del _uoh\n")
+
+
+def register(subparsers):
+    p = subparsers.add_parser("ota", help="install a signed update bundle on a device",
+                              description="Deliver a signed bundle; the device verifies it, writes it into "
+                                          "its inactive slot and boots it in trial mode at the next reset.")
+    sub = p.add_subparsers(dest="ota_command", metavar="{push,fetch}")
+    sub.required = True
+    push = sub.add_parser("push", help="send a bundle over the serial port (raw REPL)")
+    add_port_args(push)
+    push.add_argument("bundle", help="signed bundle file")
+    push.add_argument("--retries", type=int, default=ota_push.RETRIES,
+                      help="reconnect and resume this many times (default: %d)" % ota_push.RETRIES)
+    push.set_defaults(func=run_push)
+    fetch = sub.add_parser("fetch", help="let the device download a bundle over HTTP")
+    add_port_args(fetch)
+    fetch.add_argument("url", help="http:// URL of the bundle, reachable from the device")
+    fetch.set_defaults(func=run_fetch)
+
+
+def run_push(args, out=None):
+    out = out or sys.stdout
+    try:
+        data = Path(args.bundle).read_bytes()
+    except OSError as e:
+        raise CliError("cannot read %s: %s" % (args.bundle, e.strerror)) from None
+    sid, sessions, starts = ota_push.push(args.port, data, timeout=args.timeout,
+                                           progress=ota_push.progress_bar(sys.stderr), retries=args.retries,
+                                           log=lambda line: print("ota push: " + line, file=sys.stderr))
+    extra = "" if sessions == 1 else " (%d sessions, resumed at payload byte %s)" % (
+        sessions, ", ".join(str(r) for r in starts[1:]))
+    print("installed %s on %s%s: software id %s; it boots in trial mode at the next reset"
+          % (args.bundle, args.port, extra, sid), file=out)
+    return 0
+
+
+def run_fetch(args, out=None):
+    out = out or sys.stdout
+    with Remote(args.port, timeout=args.timeout) as dev:
+        try:
+            text = dev.exec(FETCH_CODE % args.url, timeout=max(args.timeout, 120))
+        except RemoteError as e:
+            final = ota_push._device_error(e)
+            raise (final or e) from None
+    print("installed %s on %s: software id %s; it boots in trial mode at the next reset"
+          % (args.url, args.port, text.strip().splitlines()[-1]), file=out or sys.stdout)
+    return 0

@@ -1,0 +1,102 @@
+"""`meterctl ota push` and `meterctl id` over the virtual board's pty: a bundle carrying the real OTA
+modules and a stand-in app is pushed with a power cut and a dropped connection on the way (both resumed),
+the boot stage verifies and starts it in trial mode, the app confirms, and `meterctl id` shows the
+version, the security counter and the same software id as the bundle."""
+import json
+import sys
+
+import pytest
+
+import ota_cases as oc
+from meterctl import ota_push
+from meterctl.cli import main as meterctl_main
+from meterctl.remote import Remote
+from meterctl.vboard import ROOT, VirtualBoard
+from umeter.ota import bundle
+
+FIRMWARE = ROOT / "firmware"
+OTA_MODULES = ["umeter/ota/__init__.py", "umeter/ota/bundle.py", "umeter/ota/install.py",
+               "umeter/ota/slots.py", "umeter/ota/trust.py", "umeter/ota/verify.py", "umeter/ota/http.py",
+               "umeter/crypto/__init__.py", "umeter/crypto/ed25519.py", "umeter/crypto/sha512.py",
+               "umeter/crypto/lms.py", "umeter/hal/__init__.py", "umeter/hal/keystore.py",
+               "umeter/hal/keystore_file.py"]
+
+
+def app_with_ota(version):
+    files = oc.app_files(version, pad=20000)
+    for rel in OTA_MODULES:
+        files[rel] = (FIRMWARE / rel).read_bytes()
+    return files
+
+
+@pytest.fixture
+def board(tmp_path):
+    d = tmp_path / "board"
+    d.mkdir()
+    (d / "main.py").write_text("print('bare board')\n")
+    with VirtualBoard(d, heapsize="8M") as vb:
+        assert vb.wait_ready()
+        yield vb
+
+
+def meterctl(capsys, *args):
+    code = meterctl_main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_push_resumes_after_power_cut_and_broken_connection(board, capsys):
+    key = oc.EdKey()
+    v1 = oc.make(app_with_ota("1.0"), [key], version="1.0", counter=1)
+    with Remote(board.pty_path) as dev:
+        dev.exec("from umeter.ota import trust\nfrom umeter.hal.keystore_file import FileBackend\n"
+                 "trust.provision(FileBackend('ota'), 'sim', 'py', [(1, bytes.fromhex(%r))], 1, 1)\n"
+                 % key.public.hex())
+    _, payload = ota_push.split(v1)
+    broke = []
+
+    def hook(dev, pos):
+        if not broke and pos > len(payload) // 3:
+            broke.append("cut")
+            board.power_cut()          # the firmware dies mid-upload and boots again
+        elif len(broke) == 1 and pos > 2 * len(payload) // 3:
+            broke.append("drop")
+            dev.close()                # the host side loses the port
+    sid, sessions, resumed = ota_push.push(board.pty_path, v1, timeout=5, hook=hook)
+    assert broke == ["cut", "drop"] and sessions == 3, (broke, sessions)
+    assert resumed[0] == 0 and 0 < resumed[1] < resumed[2] < len(payload), resumed
+    manifest = oc.parts(v1)[0]
+    assert sid == bundle.software_id(manifest)
+
+    # Power-on with the real boot stage (no board main.py: firmware/main.py runs): slot a, trial.
+    (board.board_dir / "main.py").unlink()
+    board.restart()
+    assert board.wait_ready(15)
+    code, out, err = meterctl(capsys, "id", "--port", board.pty_path, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["mode"] == "slot" and info["slot"] == "a" and info["version"] == "1.0" and info["trial"]
+    assert info["software_id"] == sid and info["security_counter"] == 0
+    with Remote(board.pty_path) as dev:
+        assert dev.exec("print(meter)").strip() == "app 1.0 on sim"
+        assert dev.exec("from umeter.ota import slots\nprint(slots.confirm())").strip() == "True"
+    code, out, err = meterctl(capsys, "id", "--port", board.pty_path)
+    assert code == 0 and "software id    %s" % sid in out and "security ctr   1" in out, out + err
+
+    # The CLI: a second version with the progress bar; a refused one says why and changes nothing.
+    v2 = board.board_dir.parent / "v2.bnd"
+    v2.write_bytes(oc.make(app_with_ota("2.0"), [key], version="2.0", counter=1))
+    code, out, err = meterctl(capsys, "ota", "push", "--port", board.pty_path, v2)
+    assert code == 0 and "software id" in out and "100%" in err, out + err
+    bad = board.board_dir.parent / "bad.bnd"
+    bad.write_bytes(oc.make(app_with_ota("0.9"), [key], version="0.9", counter=0))
+    code, out, err = meterctl(capsys, "ota", "push", "--port", board.pty_path, bad)
+    assert code == 2 and "the device refused the bundle: security counter 0 below the installed 1" in err, err
+    board.restart()
+    assert board.wait_ready(15)
+    code, out, err = meterctl(capsys, "id", "--port", board.pty_path, "--json")
+    assert json.loads(out)["version"] == "2.0" and json.loads(out)["slot"] == "b", out + err
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
