@@ -194,7 +194,8 @@ class Journal:
             sec = head
         for _ in range(self.n if head >= 0 else 0):
             if self.kinds[sec] == M.K_LIVE:
-                bh, bl = W._base_of(self, sec)
+                W.load_header(self, sec)
+                bh, bl = L.get_hi(self.io.hdr, 4), L.get_lo(self.io.hdr, 4)
                 stop = self.ap if sec == head else self.io.end
                 c, _, _, first = M.scan(self.io, sec, bh, bl, stop, self.max_payload)
                 if c and not oldest:

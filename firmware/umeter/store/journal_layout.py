@@ -125,9 +125,16 @@ def get_lo(buf, at):
     return buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16)
 
 
+_SEQ6 = bytearray(6)
+
+
 def seq_int(hi, lo):
-    """The seq as one Python int (a heap int on 32-bit ports above 2**30): only at the API edge."""
-    return hi * HALF + lo
+    """The seq as one Python int: only at the API edge. Above 2**30 it is a heap int on 32-bit ports,
+    made in one step (an arithmetic hi * HALF + lo would make two)."""
+    if hi < 64:
+        return (hi << 24) | lo
+    put_seq(_SEQ6, 0, hi, lo)
+    return int.from_bytes(_SEQ6, "little")
 
 
 def split_hi(seq):

@@ -89,7 +89,8 @@ def write_headers(j, sec, hi, lo):
     io = j.io
     a = sec * io.ss
     L.encode_header(io.hdr, hi, lo, io.state)
-    for at in (a, a + io.ss - L.TRAILER):
+    for copy in range(2):
+        at = a + copy * (io.ss - L.TRAILER)
         io.program(at, io.hdr14)
         io.readinto(at, io.chk14)
         for k in range(L.HDR_LEN):
@@ -135,19 +136,18 @@ def _erase(j, sec):
     j.kinds[sec] = M.K_BLANK
 
 
-def _base_of(j, sec):
-    """(hi, lo) of a live sector's base, from its primary or backup header."""
+def load_header(j, sec):
+    """io.hdr = a live sector's header, the primary copy or else the backup (like a readinto)."""
     io = j.io
     io.read_header(sec * io.ss)
     if not L.header_ok(io.hdr, io.state):
         io.read_header(sec * io.ss + io.ss - L.TRAILER)
-    return L.get_hi(io.hdr, 4), L.get_lo(io.hdr, 4)
 
 
 def _needed_vouch(j, sec):
     """Counter value with which sec vouches for every seq below the next one (JOURNAL.md 5)."""
-    bh, bl = _base_of(j, sec)
-    d = units_above(j, j.nh, j.nl, bh, bl)
+    load_header(j, sec)
+    d = units_above(j, j.nh, j.nl, L.get_hi(j.io.hdr, 4), L.get_lo(j.io.hdr, 4))
     k = (d + j.ms - 1) // j.ms
     return k if k > 1 else 1
 
@@ -206,14 +206,16 @@ def _reuse(j, h):
     vouch(j, p, k)
     io = j.io
     a = h * io.ss
-    for at in (a, a + io.ss - L.TRAILER):
+    for copy in range(2):
+        at = a + copy * (io.ss - L.TRAILER)
         io.program(at, io.zero4)
         io.readinto(at, io.chk4)
         if io.chk[0] | io.chk[1] | io.chk[2] | io.chk[3]:
             worn(j, "the header of sector %d could not be unmade" % h)
     j.kinds[h] = M.K_DIRTY
     j.head = p                          # should this erase fail, p is the head mount will find
-    j.bh, j.bl = _base_of(j, p)
+    load_header(j, p)
+    j.bh, j.bl = L.get_hi(io.hdr, 4), L.get_lo(io.hdr, 4)
     j.vouch_k = k
     j.ap = io.end
     j.head_records = 0
@@ -224,14 +226,16 @@ def _reuse(j, h):
 
 def _call_on_drop(j, s):
     """Tell the owner which seqs go before s is erased; it may append (into the head's reserve)."""
-    first_hi, first_lo = _base_of(j, s)
+    load_header(j, s)
+    first = L.seq_int(L.get_hi(j.io.hdr, 4), L.get_lo(j.io.hdr, 4))
     t = M.successor(j.kinds, j.n, s)
     if t == j.head or t < 0 or j.kinds[t] != M.K_LIVE:
-        last_hi, last_lo = j.bh, j.bl
+        last = L.seq_int(j.bh, j.bl)
     else:
-        last_hi, last_lo = _base_of(j, t)
+        load_header(j, t)
+        last = L.seq_int(L.get_hi(j.io.hdr, 4), L.get_lo(j.io.hdr, 4))
     j.in_drop = True
     try:
-        j.on_drop(L.seq_int(first_hi, first_lo), L.seq_int(last_hi, last_lo) - 1)
+        j.on_drop(first, last - 1)
     finally:
         j.in_drop = False
