@@ -111,6 +111,8 @@ class FlashIO:
         self.readinto(sec_addr + off, rec)
         if L.count_bytes(rec, L.REC_HDR, 0xFF) == L.REC_HDR:
             return BLANK
+        if hi >= L.HALF:
+            return BAD                          # past 2**48: no record can carry that seq
         room = self.end - off - L.REC_HDR - L.REC_CRC
         n = L.record_length(rec, self.pre, hi, lo, self.state, limit if limit < room else room)
         return n if n > 0 else BAD

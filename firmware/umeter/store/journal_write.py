@@ -37,6 +37,8 @@ def append(j, payload):
         if j.ap + ext > j.room_end():
             raise StoreError("record does not fit a sector")
     hi, lo = j.nh, j.nl
+    if hi >= L.HALF:
+        raise StoreError("sequence numbers exhausted")
     sec = j.head * io.ss
     at = sec + j.ap
     rec = io.rec
