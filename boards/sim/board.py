@@ -88,12 +88,6 @@ class Powered:
         self._dev.erase_sector(addr)
 
 
-def engine(src):
-    from vboard.stop_engine import StopEngine
-
-    return StopEngine.for_source(src, calib=CALIBRATION, **ENGINE)
-
-
 def scenario():
     """The grid scenario: from the virtual board's environment, else scenario.json, else defaults."""
     text = os.getenv("UMETER_SIM_SCENARIO_JSON")

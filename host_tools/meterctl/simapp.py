@@ -24,8 +24,7 @@ def micropath():
     return ":".join([".frozen"] + [str(d) for d in dirs])
 
 
-def headless_command(image, scenario_text, seconds, progress_s=60, checkpoint_s=None, workdir=".",
-                     hold_up_ms=None):
+def headless_command(image, scenario_text, seconds, progress_s=60, checkpoint_s=None, workdir="."):
     """(argv, env) that run the firmware headless on the unix port (also used by the tests). Paths are
     made absolute here: the firmware runs in `workdir`, not in the caller's directory."""
     image = Path(image).resolve()
@@ -34,8 +33,6 @@ def headless_command(image, scenario_text, seconds, progress_s=60, checkpoint_s=
                UMETER_SIM_SCENARIO_JSON=scenario_text, UMETER_SIM_SPEED="0")
     if checkpoint_s is not None:
         env["UMETER_CHECKPOINT_S"] = str(checkpoint_s)
-    if hold_up_ms is not None:
-        env["UMETER_HOLD_UP_MS"] = str(hold_up_ms)
     cmd = [find_micropython(), "-X", "heapsize=" + HEADLESS_HEAP, str(RUNNER), str(seconds), str(progress_s)]
     return cmd, env
 
@@ -107,8 +104,8 @@ def run_headless(args):
         _check_writable(out_path, "result file")
 
     def progress(obj):
-        print("sim: %d/%g simulated s, %.3f Wh imported"
-              % (obj["t_s"], args.seconds, obj["registers_wh"]["1.8.0"]), file=sys.stderr)
+        print("sim: %d/%g simulated s, %.3f Wh imported, mem_free %d"
+              % (obj["t_s"], args.seconds, obj["registers_wh"]["1.8.0"], obj["mem_free"]), file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="umeter-sim-") as tmp:
         image = Path(args.image).resolve() if args.image else Path(tmp) / "flash.img"

@@ -44,10 +44,10 @@ def main():
         done += n
         if done < total:
             emit(snapshot(meter, "progress"))
-    meter.stop()
+    win = meter.status()["window"] or {}  # the readings of the last whole window, not of the stub
+    meter.stop()                            # that the clean stop ends at the last sample
     host_s = time.ticks_diff(time.ticks_ms(), t0) / 1000.0
     st = meter.status()
-    win = st["window"] or {}
     regs = st["registers_wh"]
     emit({
         "energy_import_wh": regs[obis.A_IMPORT], "energy_export_wh": regs[obis.A_EXPORT],
