@@ -53,6 +53,7 @@ ROWS = [
     ("sha256_step", "SHA-256 chain step, 55 bytes (us)", "us_per_step", "%.2f"),
     ("sha256_step", "SHA-256 compression, bulk (us)", "us_per_compression_bulk", "%.3f"),
     ("sha512_block", "SHA-512 block, viper (us)", "us_per_block", "%.2f"),
+    ("sha512_block", "SHA-512 block, plain-Python twin (us)", "us_per_block_plain", "%.1f"),
     ("bigint_mulmod", "255-bit a*b % p (us)", "us_per_mulmod", "%.3f"),
 ]
 
