@@ -61,7 +61,11 @@ def _same_file(path, data):
 
 
 class Installer:
-    def __init__(self, root=None, backend=None, clock=0, attempts=slots.DEFAULT_ATTEMPTS):
+    def __init__(self, root=None, backend=None, clock=0, attempts=slots.DEFAULT_ATTEMPTS, external=None):
+        """external: {path: sink} for files that do not go into the slot (slots.EXTERNAL: the ESP32 image,
+        esp32_fw.py); a sink has reserve(size), write(chunk), flush(), close() and commit() (after the
+        switch)."""
+        self._external = external or {}
         self._root = slots.default_root() if root is None else root
         self._backend = backend or slots.default_backend()
         self._clock = clock
@@ -109,6 +113,7 @@ class Installer:
             self._refuse("the update trust store is not provisioned")
         try:
             m = accept(trust, manifest, sigblock, self._clock)
+            self._check_external(m)
         except Refused as e:
             self._refuse(str(e))
         sid = hashlib.sha256(manifest).digest()
@@ -141,6 +146,15 @@ class Installer:
         self._total = m.payload_size()
         return self._resume_point()
 
+    def _check_external(self, m):
+        for i, (path, size, _) in enumerate(m.files):
+            if path in slots.EXTERNAL:
+                if path not in self._external:
+                    raise Refused("%s is not installed into an app slot (use the firmware installer)" % path)
+                if i != 0:
+                    raise Refused("%s must be the bundle's first file" % path)
+                self._external[path].reserve(size)
+
     def _keep(self, d, m, partial_ok):
         """Manifest paths whose file is complete and identical; with partial_ok also the first one that
         is shorter (this bundle's upload, cut short: its prefix is re-hashed and the final hash checks it)."""
@@ -164,7 +178,7 @@ class Installer:
         self._pos = 0
         self._file = 0
         files = self._m.files
-        while self._file < len(files):
+        while self._file < len(files) and files[self._file][0] not in self._external:
             path, size, digest = files[self._file]
             p = self._dir + "/" + path
             try:
@@ -201,8 +215,11 @@ class Installer:
     # -- payload ------------------------------------------------------------------------------------
     def _open_next(self):
         path = self._m.files[self._file][0]
-        _makedirs(self._dir, path)
-        self._f = open(self._dir + "/" + path, "wb")
+        if path in self._external:
+            self._f = self._external[path]
+        else:
+            _makedirs(self._dir, path)
+            self._f = open(self._dir + "/" + path, "wb")
         self._h = hashlib.sha256()
         self._in_file = 0
 
@@ -210,7 +227,8 @@ class Installer:
         path, size, digest = self._m.files[self._file]
         self._close()
         if self._h.digest() != digest:
-            os.remove(self._dir + "/" + path)
+            if path not in self._external:
+                os.remove(self._dir + "/" + path)
             self._refuse("file %s: SHA-256 does not match the manifest" % path, self._target)
         self._file += 1
 
@@ -271,5 +289,7 @@ class Installer:
         st.digests[self._target] = self._sid
         st.event(slots.EV_INSTALLED, self._target, self._m.counter, self._m.version)
         slots.save(self._backend, st)   # the commit point: from here the next boot starts the new app
+        for sink in self._external.values():
+            sink.commit()
         self._dead = "install finished"
         return bundle.software_id(self._manifest)

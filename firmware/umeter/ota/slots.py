@@ -16,6 +16,7 @@ VERSION = 1
 NAMES = ("a", "b")
 MANIFEST = "MANIFEST"
 PENDING = "MANIFEST.new"    # the head of a bundle being installed (kept for resume)
+EXTERNAL = ("firmware.bin",)  # FILEs kept outside the slot: the ESP32 image (OTA partition, secure boot)
 DEFAULT_ATTEMPTS = 3        # trial boots before an unconfirmed app is rolled back
 MAX_EVENTS = 7             # with MAX_TEXT, the entry stays under 470 bytes (ESP32 backend buffer: 512)
 MAX_TEXT = 40
@@ -209,6 +210,8 @@ def check_files(d, manifest, buf, ignore=(MANIFEST,)):
     listed = {}
     for path, size, digest in manifest.files:
         listed[path] = True
+        if path in EXTERNAL:
+            continue
         try:
             n, got = hash_file(d + "/" + path, buf)
         except OSError:
