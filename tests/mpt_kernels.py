@@ -208,3 +208,68 @@ def test_crossings_and_subsample_position():
     # the snapshot holds the sums of samples 0..320 exactly
     exact = exact_sums(buf, st[K.SNAP_J], mid, mid)
     assert K.split_value(st, K.SNAP_BASE) == exact
+
+
+def test_viper_equals_twin_with_codes_beyond_the_width_and_fold():
+    # 16-bit codes into 8/12/14-bit states: clipped and counted alike; fold() books them alike
+    rng = Rng(4242)
+    for bits in (8, 12, 14, 16):
+        for n in (1, 33, 500):
+            st_v, st_r = fresh(bits, n), fresh(bits, n)
+            st_v[K.ZC] = st_r[K.ZC] = 1 << (bits - 1)
+            for rep in range(6):
+                buf = array("H", [rng.below(1 << 16) if rng.below(3) else rng.below(1 << bits)
+                                  for _ in range(2 * n)])
+                stop = rng.below(n + 2)
+                st_v[K.STOP] = st_r[K.STOP] = stop if stop <= n else K.NEVER
+                run_both(buf, st_v, st_r)
+                end = rng.below(2)
+                assert K.fold(st_v, end) == K.fold_ref(st_r, end)
+                assert list(st_v) == list(st_r)
+            top = (1 << bits) - 1
+            # the block's counts cover all of it (the snapshot has its own)
+            assert st_v[K.OVER] == sum(1 for c in buf if c > top)
+            rails = [1 if c >= top or c == 0 else 0 for c in buf]
+            assert st_v[K.SATV] == sum(rails[k] for k in range(0, 2 * n, 2))
+            assert st_v[K.SATI] == sum(rails[k] for k in range(1, 2 * n, 2))
+
+
+def test_fold_keeps_window_halves_small_over_the_longest_window():
+    # MAX_WINDOW samples of the worst case for every sum at 16 bits, in maximum blocks: the window's
+    # halves stay small ints (< 2**30, what a 31-bit target reads without allocating), and exact
+    from umeter.metering.engine import MAX_WINDOW
+    n = K.MAX_PAIRS
+    for pat in ([65535, 0], [0, 65535], [0, 0], [65535, 65535]):
+        st = fresh(16, n)
+        st[K.VPREV] = pat[0]
+        buf = array("H", pat * n)
+        blocks = MAX_WINDOW // n
+        for _ in range(blocks):
+            K.block(buf, st)
+            K.fold(st, 0)
+        for k in range(K.W_BASE, K.W_BASE + 12):
+            assert -(1 << 30) <= st[k] < 1 << 30, (k, st[k])
+        v, i = pat[0] - 32768, pat[1] - 32768
+        total = blocks * n
+        exact = [total * v, total * i, total * v * v, total * i * i, total * v * i, total * v * i]
+        assert K.window_value(st, K.W_BASE) == exact
+        assert st[K.W_BASE + 12] == total and st[K.W_BASE + 13] == total  # every sample on a rail
+        K.block(buf, st)
+        assert K.fold(st, 1) == 1  # ending with the block: CW gets it all, W starts empty
+        assert K.window_value(st, K.CW_BASE) == [x * (blocks + 1) // blocks for x in exact]
+        assert K.window_value(st, K.W_BASE) == [0] * 6
+
+
+def test_fold_does_not_allocate():
+    buf = sine_block(1000, 12, 1500, 80, 0)
+    st = fresh(12, 1000, 100)
+    K.block(buf, st)
+    K.fold(st, 0)
+    micropython.heap_lock()
+    try:
+        for k in range(10):
+            K.block(buf, st)
+            K.fold(st, k & 1)
+    finally:
+        micropython.heap_unlock()
+    assert st[K.SNAP] == 1

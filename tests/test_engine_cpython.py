@@ -15,29 +15,36 @@ from umeter.metering import obis
 
 
 def oracle(blocks, bits, zc, zl, stops):
-    """Straightforward re-statement of the kernel contract over a sequence of blocks."""
+    """Straightforward re-statement of the kernel contract over a sequence of blocks: codes above
+    the width clipped and counted, rail samples counted per channel."""
     mid = 1 << (bits - 1)
+    top = (1 << bits) - 1
     armed, vb = False, mid
     out = []
     for buf, stop in zip(blocks, stops):
         n = len(buf) // 2
         acc = [0] * 6
+        cnt = [0, 0, 0]  # SATV, SATI, OVER
         crossings = []
         snap = None
         for k in range(n):
-            va, ia = buf[2 * k], buf[2 * k + 1]
+            raw = buf[2 * k], buf[2 * k + 1]
+            va, ia = min(raw[0], top), min(raw[1], top)
             if armed and va >= zc:
                 armed = False
                 crossings.append((k, vb, va))
                 if snap is None and k >= stop:
-                    snap = (list(acc), len(crossings) - 1, (k, vb, va))
+                    snap = (list(acc), list(cnt), len(crossings) - 1, (k, vb, va))
             elif not armed and va < zl:
                 armed = True
             v, i = va - mid, ia - mid
             for j, x in enumerate((v, i, v * v, i * i, v * i, (vb - mid) * i)):
                 acc[j] += x
+            cnt[0] += va in (0, top)
+            cnt[1] += ia in (0, top)
+            cnt[2] += (raw[0] > top) + (raw[1] > top)
             vb = va
-        out.append((acc, crossings, snap))
+        out.append((acc, cnt, crossings, snap))
     return out
 
 
@@ -46,25 +53,65 @@ def oracle(blocks, bits, zc, zl, stops):
        nblocks=st.integers(1, 4))
 def test_kernel_twin_against_oracle(data, bits, n, nblocks):
     top = (1 << bits) - 1
-    codes = st.integers(0, top)
+    codes = st.one_of(st.integers(0, top), st.integers(0, 65535), st.sampled_from([0, top]))
     blocks = [array("H", data.draw(st.lists(codes, min_size=2 * n, max_size=2 * n))) for _ in range(nblocks)]
     stops = [data.draw(st.integers(0, n + 1)) for _ in range(nblocks)]
     zc = data.draw(st.integers(1, top))
     zl = data.draw(st.integers(0, zc))
     state = K.new_state(bits, n)
     state[K.ZC], state[K.ZL] = zc, zl
-    for buf, stop, (acc, crossings, snap) in zip(blocks, stops, oracle(blocks, bits, zc, zl, stops)):
+    for buf, stop, (acc, cnt, crossings, snap) in zip(blocks, stops, oracle(blocks, bits, zc, zl, stops)):
         state[K.STOP] = stop if stop < n else K.NEVER
         assert K.block_ref(buf, state) == len(crossings)
         assert list(K.split_value(state, K.SV)) == acc
+        assert [state[K.SATV], state[K.SATI], state[K.OVER]] == cnt
         if crossings:
             assert (state[K.FC_J], state[K.FC_VB], state[K.FC_VA]) == crossings[0]
             assert (state[K.LC_J], state[K.LC_VB], state[K.LC_VA]) == crossings[-1]
         assert state[K.SNAP] == (snap is not None and stop < n)
         if state[K.SNAP]:
             assert list(K.split_value(state, K.SNAP_BASE)) == snap[0]
-            assert state[K.SNAP_NC] == snap[1]
-            assert (state[K.SNAP_J], state[K.SNAP_VB], state[K.SNAP_VA]) == snap[2]
+            assert [state[K.SNAP_BASE + 10 + q] for q in range(3)] == snap[1]
+            assert state[K.SNAP_NC] == snap[2]
+            assert (state[K.SNAP_J], state[K.SNAP_VB], state[K.SNAP_VA]) == snap[3]
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), bits=st.sampled_from([12, 16]), n=st.integers(1, 200), nblocks=st.integers(1, 6))
+def test_fold_cuts_windows_exactly_where_the_snapshot_or_the_block_end_says(data, bits, n, nblocks):
+    top = (1 << bits) - 1
+    codes = st.one_of(st.integers(0, top), st.integers(0, 65535))
+    blocks = [array("H", data.draw(st.lists(codes, min_size=2 * n, max_size=2 * n))) for _ in range(nblocks)]
+    stops = [data.draw(st.integers(0, n + 1)) for _ in range(nblocks)]
+    ends = [data.draw(st.integers(0, 1)) for _ in range(nblocks)]
+    mid = 1 << (bits - 1)
+    state = K.new_state(bits, n)
+    state[K.ZC], state[K.ZL] = mid, mid - 40
+    window = [0] * 9
+    for buf, stop, end, (acc, cnt, _, snap) in zip(blocks, stops, ends,
+                                                   oracle(blocks, bits, mid, mid - 40, stops)):
+        state[K.STOP] = stop if stop < n else K.NEVER
+        K.block_ref(buf, state)
+        cut = K.fold_ref(state, end)
+        block = acc + cnt
+        if snap is not None and stop < n:
+            before = snap[0] + snap[1]
+            closed = [w + b for w, b in zip(window, before)]
+            window = [b - x for b, x in zip(block, before)]
+        elif end:
+            closed = [w + b for w, b in zip(window, block)]
+            window = [0] * 9
+        else:
+            closed = None
+            window = [w + b for w, b in zip(window, block)]
+        assert cut == (closed is not None)
+        if closed is not None:
+            got = K.window_value(state, K.CW_BASE) + [state[K.CW_BASE + 12 + q] for q in range(3)]
+            assert got == closed
+        assert K.window_value(state, K.W_BASE) + [state[K.W_BASE + 12 + q] for q in range(3)] == window
+        for base in (K.W_BASE, K.CW_BASE):  # lo halves normalised
+            for q in range(6):
+                assert 0 <= state[base + 2 * q] < 1 << K.LO_BITS
 
 
 @given(num=st.integers(-(10 ** 30), 10 ** 30), sh=st.integers(-20, 60), n=st.integers(1, 10 ** 6))
