@@ -7,7 +7,7 @@ STUBS  := $(VENV)/stubs
 N      ?= 100000
 HOURS  ?= 24
 
-.PHONY: setup test lint sim bench bench-flash bench-store bench-metering bench-seal torture soak clean
+.PHONY: setup test lint sim bench bench-flash bench-store bench-metering bench-seal bench-memory torture soak clean
 
 $(STAMP): requirements.txt requirements-stubs.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ test: setup lint
 sim: setup
 	$(BIN)/meterctl sim
 
-bench: bench-flash bench-store bench-metering bench-seal
+bench: bench-flash bench-store bench-metering bench-seal bench-memory
 
 bench-flash: setup
 	$(BIN)/python -m meterctl.bench flash
@@ -44,6 +44,9 @@ bench-metering: setup
 
 bench-seal: setup
 	$(BIN)/python -m meterctl.bench seal
+
+bench-memory: setup
+	$(BIN)/python -m meterctl.bench memory
 
 torture: setup
 	$(BIN)/python -m meterctl.torture --cuts $(N)
