@@ -292,3 +292,68 @@ def test_argument_checks():
         drv.set_calibration(0, volts=1)
     with raises(ValueError, match="not wired"):
         drv.reading(2)
+
+
+class _FixedReading:
+    """A driver stand-in returning one reading dict whose energy grows by fixed mWh per poll: the
+    IcEngine's own cost per poll, without the bus simulator's."""
+
+    def __init__(self, step_mwh):
+        self.r = {"phase": 0, "vrms": 230.0, "irms": 10.0, "p_w": 2300.0, "q_var": 10.0, "s_va": 2300.1,
+                  "pf": 0.999, "freq_hz": 50.0, "ea_imp_mwh": 0, "ea_exp_mwh": 0, "er_imp_mvarh": 0,
+                  "er_exp_mvarh": 0, "es_mvah": 0}
+        self.step = step_mwh
+
+    def reading(self, phase=None):
+        self.r["ea_imp_mwh"] += self.step
+        self.r["er_imp_mvarh"] += 1
+        return self.r
+
+
+def test_ic_engine_registers_keep_remainders_past_2_48_mwh():
+    from umeter import records
+    from umeter.metering import obis
+    from umeter.metering.ic_engine import IcEngine
+    chip, drv = _rig()
+    chip.set_grid(0, vrms=230.0, irms=10.0, phase_deg=30.0)
+    drv.configure()
+    eng = IcEngine(drv, phase=0, profile_min=1)
+    big = [(((1 << 48) + 5) << 24) + 12345, (1 << 40) << 24, 7, (1 << 24) - 1]
+    eng.restore([1, 24, 10 ** 9] + big)
+    for _ in range(65):
+        chip.advance(1.0)
+        eng.feed(True)
+    r = drv.reading()
+    # base (sub-mWh remainder kept) + the chip's whole mWh since the restore
+    assert eng.register_fu(obis.A_IMPORT) == big[0] + (r["ea_imp_mwh"] << 24)
+    assert eng.registers()[obis.A_IMPORT] == (1 << 48) + 5 + r["ea_imp_mwh"] > (1 << 48) + 5
+    assert eng.register_fu(obis.R_EXPORT) == big[3] and eng.register_fu(obis.A_EXPORT) == big[1]
+    # checkpoint record and back, into a rebooted engine: exact, remainders included
+    snap = records.decode(records.checkpoint(eng.snapshot()))[1]["snapshot"]
+    again = IcEngine(drv, phase=0)
+    again.restore(snap)
+    assert [again.register_fu(c) for c in obis.REGISTERS] == [eng.register_fu(c) for c in obis.REGISTERS]
+    assert again.t == 10 ** 9 + 65 and again.end_window() is False
+    assert eng.pop_record() is not None  # a profile interval ended on the way
+    with raises(ValueError, match="non-negative"):
+        again.restore([1, 24, 0, -1, 0, 0, 0])
+
+
+def test_ic_engine_poll_allocation_is_bounded():
+    import gc
+    import sys
+
+    from umeter.metering.ic_engine import IcEngine
+    eng = IcEngine(_FixedReading(641), phase=0, profile_min=1)
+    eng.restore([1, 24, 0, (1 << 62) + 3, 0, 0, 0])  # registers far beyond small ints
+    worst = 0
+    for _ in range(130):  # two profile intervals
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
+        eng.feed(True)
+        worst = max(worst, gc.mem_alloc() - before)
+        gc.enable()
+    bound = 3072 if sys.maxsize > 1 << 32 else 2048
+    print("IcEngine.feed() allocates at most %d B per poll (bound %d)" % (worst, bound))
+    assert 0 < worst <= bound

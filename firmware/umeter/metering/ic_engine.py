@@ -1,8 +1,12 @@
 """Engine stand-in for boards with a metering IC (ATM90E32): the chip samples and integrates energy;
 this polls it once per second and keeps the same registers, status, snapshot and load profile as
-Engine, so the app does not care which one it has. Registers: the checkpointed base plus the chip's
-energy since start, in the Engine's fine units (1 mWh / 2**24). Meter time is in seconds (one poll
-per second of board time), so the profile boundaries fall on whole polls."""
+Engine, so the app does not care which one it has. Registers: the checkpointed base (in FU, its
+sub-mWh remainder kept across restarts) plus the chip's energy since start, in the Engine's fine
+units (1 mWh / 2**24): unbounded ints, exact for 20 years and beyond (the checkpoint record holds
+them to 2**64 mWh, RECORDS.md 3). Meter time is in seconds (one poll per second of board time), so
+the profile boundaries fall on whole polls. A poll is this engine's window: its allocation (the
+driver's reading dict, the status, a few big ints) is bounded and measured in tests/mpt_atm90e32.py;
+there is no per-block path."""
 import time
 
 from umeter.hal.atm90e32 import engine_status
@@ -50,10 +54,10 @@ class IcEngine:
         self.t = 0
         self.windows = 0
         self.status = None
-        self._base = [0, 0, 0, 0]  # mWh at the last restore
+        self._base_fu = [0, 0, 0, 0]  # registers (FU) at the last restore
         self._at_base = [0, 0, 0, 0]  # the driver's cumulative mWh then (it counts from configure())
-        self._now = [0, 0, 0, 0]
-        self._fu = [0, 0, 0, 0]
+        self._now = [0, 0, 0, 0]  # the driver's cumulative mWh at the last poll
+        self._fu = [0, 0, 0, 0]  # the registers, FU, updated in place
         self.profile = LoadProfile(1, profile_min, demand_s, 1, self._registers_fu, _nothing)
         self.profile.reset(0, False)
 
@@ -61,8 +65,10 @@ class IcEngine:
         if tick is None:
             return False
         st = engine_status(self.chip.reading(self.phase))
-        self._now = [st[code] for code in obis.REGISTERS]
-        self._fu = [m << FRAC_BITS for m in self._mwh()]
+        now, fu, base, at = self._now, self._fu, self._base_fu, self._at_base
+        for k in range(4):
+            now[k] = st[obis.REGISTERS[k]]
+            fu[k] = base[k] + ((now[k] - at[k]) << FRAC_BITS)
         self.t += 1
         self.windows += 1
         st["t"] = self.t
@@ -70,25 +76,34 @@ class IcEngine:
         self.profile.window(self.t, _voltage(st), 1, st[obis.FREQUENCY] > 0)
         return True
 
-    def _mwh(self):
-        return [b + n - a for b, n, a in zip(self._base, self._now, self._at_base)]
+    def end_window(self):
+        """A clean stop: nothing is held back (every poll is booked when it is read)."""
+        return False
 
     def registers(self):
-        return dict(zip(obis.REGISTERS, self._mwh()))
+        """Energy registers as whole units: {obis: mWh (mvarh) int}."""
+        return {code: self._fu[k] >> FRAC_BITS for k, code in enumerate(obis.REGISTERS)}
+
+    def register_fu(self, code):
+        """A register exactly, in FU (1 mWh / 2**24)."""
+        return self._fu[obis.REGISTERS.index(code)]
 
     def _registers_fu(self):
         return self._fu
 
     def snapshot(self):
-        return [SNAPSHOT_VERSION, FRAC_BITS, self.t] + [m << FRAC_BITS for m in self._mwh()]
+        return [SNAPSHOT_VERSION, FRAC_BITS, self.t] + list(self._fu)
 
     def restore(self, snap):
         if len(snap) != 7 or snap[0] != SNAPSHOT_VERSION or snap[1] != FRAC_BITS:
             raise ValueError("not a version %d register snapshot" % SNAPSHOT_VERSION)
+        for v in snap[2:]:
+            if not isinstance(v, int) or v < 0:
+                raise ValueError("snapshot values must be non-negative ints")
         self.t = snap[2]
-        self._base = [fu >> FRAC_BITS for fu in snap[3:7]]
+        self._base_fu = list(snap[3:7])
         self._at_base = list(self._now)
-        self._fu = [m << FRAC_BITS for m in self._base]
+        self._fu = list(self._base_fu)
         self.profile.reset(self.t, True)
 
     def pop_record(self):
