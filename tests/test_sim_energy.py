@@ -3,6 +3,7 @@ chained runs equal one long run, clean stops (Ctrl-C of the virtual board, machi
 what they metered, and power cuts with the power-fail warning lose nothing while cuts without it lose at
 most one checkpoint interval. The 1,000-cut run: `python -m meterctl.powercuts --cuts 1000`."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -99,12 +100,12 @@ def _wait_status(board_dir, t_s, timeout=60):
 
 
 def test_clean_stops_of_the_virtual_board_checkpoint_everything(tmp_path):
-    """machine.reset() (what `mpremote reset` calls) and Ctrl-C of `meterctl sim` each leave a checkpoint
-    whose registers hold every sample metered: E = P * t within 0.01 % (a periodic checkpoint taken a
-    block after its window's end would be ~0.1 % short)."""
+    """machine.reset() (what `mpremote reset` calls), a soft reset (Ctrl-D) and Ctrl-C of `meterctl sim`
+    each leave a checkpoint whose registers hold every sample metered: E = P * t within 0.01 % (a
+    periodic checkpoint, taken a block after its window's end, would be up to ~0.1 % short)."""
     board_dir = tmp_path / "board"
     (tmp_path / "s.json").write_text(json.dumps(dict(SCENARIO, irms=10.0)))
-    env = dict(__import__("os").environ, UMETER_SIM_SPEED="20")
+    env = dict(os.environ, UMETER_SIM_SPEED="20")
     proc = subprocess.Popen([str(Path(sys.executable).with_name("meterctl")), "sim", "--board-dir", "board",
                              "--scenario", "s.json", "--no-display"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -120,12 +121,17 @@ def test_clean_stops_of_the_virtual_board_checkpoint_everything(tmp_path):
                         "import machine; machine.reset()"], capture_output=True, text=True, timeout=30)
         (board_dir / "status.json").unlink()
         _wait_status(board_dir, 50)
+        fd = os.open(pty, os.O_WRONLY | os.O_NOCTTY)  # Ctrl-D at the idle friendly REPL: soft reset
+        os.write(fd, b"\x04")
+        os.close(fd)
+        (board_dir / "status.json").unlink()
+        _wait_status(board_dir, 75)
     finally:
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "virtual board stopped" in rest, err
     ends = _checkpoints_before_boots(board_dir, tmp_path)
-    assert len(ends) == 2, ends  # the one machine.reset() made, the one Ctrl-C made
+    assert len(ends) == 3, ends  # the ones machine.reset(), the soft reset and Ctrl-C made
     for cp in ends:
         expected = 2300.0 * cp["t_samples"] / RATE / 3600
         print("clean stop at %.2f s: %.3f Wh, P*t = %.4f Wh"

@@ -4,6 +4,15 @@ and a W25Q SPI NOR on a second bus (the IC needs SPI mode 3, the flash mode 0).
 Wiring: ATM90E32 on VSPI (SPI id 2): SCK GPIO18, MOSI GPIO23, MISO GPIO19, CS GPIO5.
 W25Q on HSPI (SPI id 1): SCK GPIO14, MOSI GPIO13, MISO GPIO27, CS GPIO26 (GPIO12/15 are boot
 strapping pins, so they are avoided). Keys in esp32.NVS.
+GPIO32: power-fail input (POWER_FAIL_PIN, internal pull-up, falling edge): a supply supervisor's power-fail
+output (PFO; open-drain, or push-pull at 3.3 V), its PFI on a divider from the unregulated rail
+(e.g. 5 V USB or the DC input, ahead of the 3.3 V regulator) set to trip while that rail can still
+hold the regulator up for 20 ms; or, without a supervisor, a divider from the unregulated rail
+straight to the pin (the ESP32 reads low below about 0.8 V: no hysteresis, so leave a margin). Hold-up:
+C >= I x 20 ms / (V_trip - V_dropout), e.g. 150 mA, 5 V tripping at 4.6 V, regulator out at 4.4 V:
+15 mF; with a 12 V input and a buck regulator, far less. The meter then books the open window
+and checkpoints (about 1 ms of flash time on the virtual board). Nothing on the pin: the pull-up
+keeps it high and the meter runs without the warning.
 """
 from machine import SPI, WDT, Pin
 
@@ -15,7 +24,7 @@ PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
 CHECKPOINT_S = 60
 ENGINE = {"profile_min": 15, "demand_s": 60}  # load profile (the chip does the metering)
 CALIBRATION = {}           # ATM90E32 gains/offsets: Atm90e32.set_calibration (see its docstring)
-POWER_FAIL_PIN = None
+POWER_FAIL_PIN = 32        # power-fail input, falling edge = supply failing (see the wiring above)
 WDT_TIMEOUT_MS = 8000
 LINE_HZ = 50
 METER_CONSTANT = 3200      # MC, imp/kWh, sets the chip's energy scaling
