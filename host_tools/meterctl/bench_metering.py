@@ -1,14 +1,17 @@
-"""`make bench-metering`: the metering kernel under the MicroPython unix port.
+"""`make bench-metering`: the metering kernel under the MicroPython unix port, on both lanes.
 
-In one run: V,I pairs per second through the viper kernel, through the same algorithm as plain
-bytecode (its reference twin) and as @native (the twin's source recompiled with that decorator),
-the ratios, the whole engine (kernel + per-block and per-window Python), the compiled size of
-kernels.py for xtensawin and armv6m, and the CPU share 2 channels x 4 kHz would take on the
-targets under a stated clock-scaling assumption. Figures are printed only, never asserted.
+In one run, per lane (mp64: the 64-bit unix port; mp32: the i386 build, 32-bit viper words and
+31-bit small ints like the targets, when its binary is there): V,I pairs per second through the
+viper kernel, through the same algorithm as plain bytecode (its reference twin) and as @native (the
+twin's source recompiled with that decorator), the ratios, the whole engine (kernel + fold + the
+per-block and per-window Python), the compiled size of kernels.py for xtensawin and armv6m, and the
+CPU share 2 channels x 4 kHz would take on the targets under a stated clock-scaling assumption.
+Figures are printed only, never asserted. `--short` is the quick form `make test` runs.
 """
 import argparse
 import ast
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "firmware" / "umeter" / "metering" / "kernels.py"
 BIN = Path(sys.executable).parent
+MICROPYTHON32 = Path(os.environ.get("UMETER_MICROPYTHON32")
+                     or ROOT.parent / "shared" / "micropython32" / "micropython")
 TARGETS = (("ESP32 (xtensawin, 240 MHz)", 240.0), ("RP2040 (armv6m, 133 MHz)", 133.0))
 PAIRS_NEEDED = 4000  # 2 channels x 4 kHz = 4000 V,I pairs per second
 
@@ -95,29 +100,66 @@ def mpy_sizes(tmp):
     return sizes
 
 
-def run(sizes, min_ms):
+def lanes(which):
+    """[(name, binary)] for --lane: mp64 always, mp32 when its binary exists (a note when not)."""
+    out = []
+    if which in ("mp64", "both"):
+        out.append(("mp64", BIN / "micropython"))
+    if which in ("mp32", "both"):
+        if MICROPYTHON32.is_file() and os.access(MICROPYTHON32, os.X_OK):
+            out.append(("mp32", MICROPYTHON32))
+        elif which == "mp32":
+            raise SystemExit("no 32-bit MicroPython at %s (set UMETER_MICROPYTHON32)" % MICROPYTHON32)
+        else:
+            print("note: the mp32 lane did not run: no executable at %s (set UMETER_MICROPYTHON32)"
+                  % MICROPYTHON32)
+    return out
+
+
+def run(sizes, min_ms, binary=None):
+    binary = binary or BIN / "micropython"
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kern_native.py").write_text(native_module(KERNELS.read_text()))
         env = {"MICROPYPATH": ":".join([".frozen", tmp, str(ROOT / "firmware"), str(ROOT / "host_tools")]),
                "PATH": "/usr/bin:/bin"}
         script = BENCH_SCRIPT % {"min_ms": min_ms, "sizes": tuple(sizes)}
-        proc = subprocess.run([str(BIN / "micropython"), "-X", "heapsize=8M", "-c", script],
+        proc = subprocess.run([str(binary), "-X", "heapsize=8M", "-c", script],
                               capture_output=True, text=True, env=env, timeout=600)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH")), None)
         if proc.returncode != 0 or line is None:
-            raise SystemExit("benchmark failed:\n" + proc.stdout + proc.stderr)
+            raise SystemExit("benchmark failed (%s):\n%s%s" % (binary, proc.stdout, proc.stderr))
         return json.loads(line[5:]), mpy_sizes(tmp)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="bench metering", description=__doc__.splitlines()[0])
-    ap.add_argument("--min-ms", type=int, default=400, help="time per measurement (default 400 ms)")
-    ap.add_argument("--pairs", type=int, nargs="+", default=[200, 800], help="block sizes in pairs")
+    ap.add_argument("--min-ms", type=int, default=None, help="time per measurement (default 400 ms; "
+                                                             "60 with --short)")
+    ap.add_argument("--pairs", type=int, nargs="+", default=None,
+                    help="block sizes in pairs (default 200 800; 400 with --short)")
+    ap.add_argument("--lane", choices=("mp64", "mp32", "both"), default="both",
+                    help="which unix port(s) to run (default both; mp32 is skipped with a note if absent)")
+    ap.add_argument("--short", action="store_true", help="quick figures (the form make test runs)")
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON too")
     args = ap.parse_args(argv)
-    figs, sizes = run(args.pairs, args.min_ms)
+    if args.min_ms is None:
+        args.min_ms = 60 if args.short else 400
+    if args.pairs is None:
+        args.pairs = [400] if args.short else [200, 800]
     mhz, mhz_src = host_mhz()
-    print("metering kernel, MicroPython unix port (host clock %.0f MHz, %s)" % (mhz, mhz_src))
+    summary = []
+    for lane, binary in lanes(args.lane):
+        figs, sizes = run(args.pairs, args.min_ms, binary)
+        summary.append(report(lane, binary, figs, sizes, args, mhz, mhz_src))
+    if len(summary) > 1:
+        print("viper vs bytecode: " + ", ".join("%s %.1fx" % (lane, r) for lane, r in summary))
+    return 0
+
+
+def report(lane, binary, figs, sizes, args, mhz, mhz_src):
+    """Print one lane's figures; returns (lane, viper/bytecode ratio at the largest block)."""
+    print("== %s: metering kernel, MicroPython unix port %s (host clock %.0f MHz, %s)"
+          % (lane, binary, mhz, mhz_src))
     print("%-8s %14s %14s %14s %14s %9s %9s" % ("pairs", "viper pairs/s", "native", "bytecode",
                                                  "engine", "v/bytec", "v/native"))
     for p in args.pairs:
@@ -145,8 +187,8 @@ def main(argv=None):
             print("  %-28s %-7s %10.0f pairs/s -> %6.2f %% CPU (x4 slower per clock: %6.2f %%)" % (
                 name, what, tgt, share, share * 4))
     if args.json:
-        print(json.dumps({"figures": figs, "mpy_bytes": sizes, "host_mhz": mhz}))
-    return 0
+        print(json.dumps({"lane": lane, "figures": figs, "mpy_bytes": sizes, "host_mhz": mhz}))
+    return lane, ratio
 
 
 if __name__ == "__main__":
