@@ -222,6 +222,12 @@ def test_bad_scenarios_are_refused_with_the_reason_before_anything_is_written(tm
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and reason in err[0] and "bad.json" in err[0], err
     assert sorted(os.listdir(tmp_path)) == ["bad.json"]  # no image, no keys, no board directory
+    os.mkdir("b")
+    Path("b/scenario.json").write_text(text)  # the board directory's own scenario, read without --scenario
+    assert meterctl_main(["sim", "--board-dir", "b", "--no-display"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and reason in err[0] and "scenario.json" in err[0], err
+    assert os.listdir("b") == ["scenario.json"]
 
 
 def test_key_directory_modes(tmp_path):

@@ -3,6 +3,7 @@ loop that keeps running across mpremote sessions, and the `meterctl sim` command
 
 A tiny test main.py (a counter in a _thread) stands in for the meter app."""
 import hashlib
+import io
 import os
 import re
 import select
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from meterctl import cmd_sim
+from meterctl import cmd_sim, simapp
 from meterctl.cli import CliError, main as meterctl_main
 from meterctl.vboard import BOOTSTRAP, HARD_RESET_STATUS, SANDBOX_FAILED_STATUS, VirtualBoard
 
@@ -305,7 +306,11 @@ def test_sandbox_failure_never_reaches_a_repl(tmp_path):
 def test_crash_loop_stops_rebooting(tmp_path):
     d = tmp_path / "crashy"
     d.mkdir()
-    (d / "main.py").write_text("import sys\nsys.exit(3)\n")
+    (d / "main.py").write_text("import sys\nprint('cannot start: the reason')\nsys.exit(3)\n")
     with VirtualBoard(d) as vb:
         wait_for(lambda: vb.error)
         assert "crash loop" in vb.error and vb.boots == 5 and vb.last_exit == 3
+        assert vb.error.endswith("its last line: cannot start: the reason")
+        # the live display ends with that reason instead of waiting for a status forever
+        with pytest.raises(CliError, match="the reason"):
+            simapp.display(vb, out=io.StringIO(), interval=0.01)

@@ -107,6 +107,8 @@ def run_interactive(args, out=None):
     board_dir = args.board_dir.resolve()
     if board_dir.exists() and not board_dir.is_dir():
         raise CliError("board directory %s is not a directory" % board_dir)
+    if args.scenario is None and (board_dir / "scenario.json").exists():
+        scenarios.load(board_dir / "scenario.json")  # what the sim board reads without --scenario
     try:
         board_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

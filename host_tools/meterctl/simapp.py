@@ -138,16 +138,26 @@ def read_status(board_dir):
         return None
 
 
-def display(board, stop=None, out=None, interval=1.0):
-    """`make sim`: redraw the live display every second from the board's status.json until stopped."""
+def display(board, stop=None, out=None, interval=1.0, patience=15.0):
+    """`make sim`: redraw the live display every second from the board's status.json until stopped.
+    A board that stopped booting ends it with the reason (CliError); a firmware that says nothing for
+    `patience` seconds gets a hint, not an endless wait."""
     out = out or sys.stdout
     header = "umeter virtual board: mpremote connect %s    (Ctrl-C stops)" % board.pty_path
     (Path(board.board_dir) / "status.json").unlink(missing_ok=True)  # never show a previous run's figures
+    t0 = time.monotonic()
     while stop is None or not stop.is_set():
+        if board.error is not None:
+            raise CliError(board.error)
         status = read_status(board.board_dir)
         if status is not None:
             display_lines = screen.render(status, header)
         else:
             display_lines = [header, "  waiting for the firmware to report..."]
+            if time.monotonic() - t0 > patience:
+                last = board.last_output_line()
+                display_lines.append("  no status after %d s (%d boot(s)); its output: %s"
+                                     % (patience, board.boots, last or "none; see mpremote connect %s"
+                                        % board.pty_path))
         screen.show(display_lines, out)
         time.sleep(interval)

@@ -80,6 +80,7 @@ SOFT_REBOOT = b"MPY: soft reboot\r\n"
 READY_TIMEOUT = 10.0
 GATE_TIMEOUT = 2.0       # longest hold on input after a Ctrl-C that interrupted running code
 BOOT_HOLD = 3.0          # longest hold on input while a fresh process boots (main.py may run forever)
+OUT_TAIL = 2048          # bytes of the firmware's output kept for error messages
 
 
 class VirtualBoardError(Exception):
@@ -142,6 +143,7 @@ class VirtualBoard:
         self.boots = 0            # firmware processes started so far
         self.last_exit = None     # exit status of the previous firmware process
         self.error = None         # why the bridge stopped, if it failed
+        self._out_tail = b""      # the end of the firmware's output (for error messages)
         self._early_exits = 0     # boots in a row that ended before their REPL came up
         self.pty_path = None
         self._proc = None
@@ -360,6 +362,9 @@ class VirtualBoard:
         if status == SANDBOX_FAILED_STATUS or self._early_exits >= CRASH_LOOP:
             why = "sandbox failed" if status == SANDBOX_FAILED_STATUS else "crash loop"
             self.error = "firmware %s (exit status %s); not booting again" % (why, status)
+            last = self.last_output_line()
+            if last:
+                self.error += "; its last line: " + last
             self.log(self.error)
             self._stop.set()
             return
@@ -390,7 +395,14 @@ class VirtualBoard:
         if data is not None:
             self._handle_output(data)
 
+    def last_output_line(self):
+        """The firmware's last non-empty output line (why it stopped, when it crashed), or ''."""
+        lines = [ln.strip() for ln in self._out_tail.decode("utf-8", "replace").splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith(">>>")]
+        return lines[-1] if lines else ""
+
     def _handle_output(self, data):
+        self._out_tail = (self._out_tail + data)[-OUT_TAIL:]
         if self._filter is None:
             self._track_mode(data)
             self._emit(data)
