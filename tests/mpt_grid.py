@@ -60,3 +60,19 @@ def test_bad_scenarios_are_rejected():
         Grid({"adc_bits": 20})
     with raises(ValueError, match="harmonic"):
         Grid({"harmonics": [[41, 0, 1]]})
+
+
+def test_nonsense_is_refused_with_the_reason():
+    """sim.grid.validate on the interpreter the virtual board runs (meterctl checks files with it too)."""
+    cases = [({"vrms": -1.0}, "vrms must be >= 0"), ({"irms": "5"}, "irms must be a number"),
+             ({"irms": True}, "irms must be a number"), ({"freq_hz": 0}, "freq_hz must be > 0"),
+             ({"freq_hz": 2000}, "Nyquist"), ({"freq_hz": float("nan")}, "finite"),
+             ({"vrms": float("inf")}, "finite"), ({"noise_lsb": -2}, "noise_lsb"),
+             ({"harmonics": [[3, "1", 1]]}, "harmonic v_pct"), ({"harmonics": [[3, 1]]}, "harmonic"),
+             ({"dc_lsb": [1, 2, 3]}, "dc_lsb"), ({"block_pairs": 0}, "block_pairs"),
+             ({"seed": 1.5}, "whole number"), ({"phase_deg": 400}, "phase_deg")]
+    for sc, reason in cases:
+        with raises(ValueError, match=reason):
+            Grid(sc)
+    # the edges that make sense stay allowed: no voltage, no load, DC on one channel only, seed 0
+    Grid({"vrms": 0, "irms": 0, "dc_lsb": [0, 5], "seed": 0, "freq_hz": 1999.9, "harmonics": []})
