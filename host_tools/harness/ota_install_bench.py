@@ -95,6 +95,30 @@ def boot_verify(backend, runs=5):
     return {"boot_verify_ms_min": min(times), "boot_verify_ms_mean": sum(times) / len(times)}
 
 
+def posix_boot_verify(bundle_path, trust_path, chunk):
+    """The same install + boot verification on the host's filesystem (no NOR simulator in Python under
+    littlefs): what the verifier itself costs, closer to a port whose filesystem is C all the way down."""
+    from umeter.hal.keystore_file import FileBackend
+
+    d = "/tmp/umeter_ota_bench_%d" % (time.ticks_us() & 0xFFFFFF)
+    os.mkdir(d)
+    os.chdir(d)
+    backend = FileBackend("ota")
+    provision(backend, trust_path)
+
+    class _NoStats:
+        def reset_stats(self):
+            pass
+
+        def stats(self):
+            return {"bytes_programmed": 0, "erases": 0, "busy_us": 0}
+
+    r = install(bundle_path, backend, _NoStats(), chunk)
+    b = boot_verify(backend, 5)
+    return {"posix_install_ms": r["host_ms"], "posix_boot_verify_ms_mean": b["boot_verify_ms_mean"],
+            "posix_boot_verify_ms_min": b["boot_verify_ms_min"], "posix_dir": d}
+
+
 def main(argv):
     """all: install + 5 boot verifications, NOR in RAM. install / boot IMAGE:
     one step on a file-backed NOR image (boot: the image an install run left), for smallest-heap runs."""
@@ -113,6 +137,7 @@ def main(argv):
         if mode == "all":
             gc.collect()
             out.update(boot_verify(backend, 5))
+            out.update(posix_boot_verify(bundle_path, trust_path, chunk))
     print(json.dumps(out))
 
 

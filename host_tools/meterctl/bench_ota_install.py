@@ -108,6 +108,10 @@ def _report(lane, policy, r, payload):
           % (lane, policy, r["host_ms"], kbps, r["head_verify_ms"], r["flash_busy_ms"], flash_kbps,
              r["flash_bytes_programmed"], r["flash_bytes_programmed"] / payload, r["flash_erases"],
              r["boot_verify_ms_mean"], r["boot_verify_ms_min"]))
+    print("  %-4s %-7s on the host filesystem (no NOR simulator): install %.1f ms, boot-stage verify %.1f ms "
+          "(min %.1f)" % (lane, policy, r["posix_install_ms"], r["posix_boot_verify_ms_mean"],
+                          r["posix_boot_verify_ms_min"]))
+    shutil.rmtree(r["posix_dir"], ignore_errors=True)
 
 
 def _peak_heaps(lane, binary, work, bpath, tpath):
