@@ -69,9 +69,9 @@ def test_power_cuts_with_and_without_the_warning(tmp_path):
     assert bare["max_lost_wh"] <= 2300.0 * (10 + 1) / 3600
 
 
-def _checkpoints_before_boots(board_dir, tmp_path):
+def _checkpoints_before_boots(board_dir, tmp_path, image="flash.img", keys="keys"):
     out = tmp_path / "export.json"
-    r = meterctl("export", "--image", str(board_dir / "flash.img"), "--key-dir", str(board_dir / "keys"),
+    r = meterctl("export", "--image", str(board_dir / image), "--key-dir", str(board_dir / keys),
                  "--format", "json", "--out", str(out))
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())
@@ -137,3 +137,24 @@ def test_clean_stops_of_the_virtual_board_checkpoint_everything(tmp_path):
         print("clean stop at %.2f s: %.3f Wh, P*t = %.4f Wh"
               % (cp["t_samples"] / RATE, cp["1.8.0"], expected))
         assert close(cp["1.8.0"], expected), (cp, expected)
+
+
+def test_ctrl_c_of_sim_run_checkpoints_everything(tmp_path):
+    """Ctrl-C of a headless run: meterctl asks the firmware for a clean stop (it never sees the SIGINT
+    itself, so no write is torn), and the image ends with a checkpoint holding every sample."""
+    (tmp_path / "s.json").write_text(json.dumps(dict(SCENARIO, irms=10.0)))
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("meterctl")), "sim", "run", "--scenario",
+                             "s.json", "--seconds", "1e6", "--image", "m.img"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = 0
+    for line in proc.stderr:
+        progress += line.startswith("sim: ")
+        if progress == 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "checkpointed at seq" in err, err
+    cp = _checkpoints_before_boots(tmp_path, tmp_path, image="m.img", keys="m.img.keys")[-1]
+    expected = 2300.0 * cp["t_samples"] / RATE / 3600
+    print("Ctrl-C at %.2f s: %.3f Wh, P*t = %.4f Wh" % (cp["t_samples"] / RATE, cp["1.8.0"], expected))
+    assert cp["t_samples"] >= 120 * RATE and close(cp["1.8.0"], expected)

@@ -11,6 +11,7 @@ from meterctl import display as screen
 from meterctl import keyfiles
 from meterctl import scenario as scenarios
 from meterctl.cli import CliError
+from meterctl.powerfail import PowerFailLine
 from meterctl.simlock import SimLock
 from meterctl.vboard import ROOT, find_micropython
 
@@ -44,28 +45,50 @@ def keys_dir_of(image):
 def stream_headless(image, scenario_text, seconds, workdir, progress_s=60, on_progress=None):
     """Run the firmware headless and return its result object; on_progress(obj) sees each progress line.
     A firmware that stops without a result raises CliError with its last error line. Files the firmware
-    creates (image, keys) are its owner's only (umask 077), as `meterctl keys new` makes key files."""
+    creates (image, keys) are its owner's only (umask 077), as `meterctl keys new` makes key files.
+    Ctrl-C is a clean stop: the firmware runs in its own session (the terminal's SIGINT never tears it
+    mid-write), meterctl asks it through its power-fail line to book the open window and checkpoint,
+    then ends it and re-raises KeyboardInterrupt."""
     cmd, env = headless_command(image, scenario_text, seconds, progress_s=progress_s, workdir=workdir)
+    line = PowerFailLine()
+    env.update(line.env())
     with tempfile.TemporaryFile("w+") as err:  # a file, so a chatty stderr can never block the run
         proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=err, text=True,
-                                umask=0o077)
-        result = None
-        for line in proc.stdout:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if obj.get("event") == "progress":
-                if on_progress is not None:
-                    on_progress(obj)
-            elif "event" not in obj:
-                result = obj
+                                umask=0o077, start_new_session=True, pass_fds=line.child_fds())
+        line.started()
+        try:
+            result = _read_results(proc, on_progress)
+        except KeyboardInterrupt:
+            stopped = line.clean_stop()
+            proc.kill()
+            proc.wait()
+            line.close()
+            keyfiles.tighten_key_dir(keys_dir_of(image))
+            print("sim: interrupted; %s" % ("checkpointed at seq %d" % line.last_ack[1] if stopped
+                                            else "the firmware did not checkpoint"), file=sys.stderr)
+            raise
+        line.close()
         proc.wait()
         if proc.returncode != 0 or result is None:
             err.seek(0)
             detail = (err.read().strip().splitlines() or ["no output (exit status %s)" % proc.returncode])[-1]
             raise CliError("the firmware stopped: %s" % detail)
     keyfiles.tighten_key_dir(keys_dir_of(image))
+    return result
+
+
+def _read_results(proc, on_progress):
+    result = None
+    for text in proc.stdout:
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            continue
+        if obj.get("event") == "progress":
+            if on_progress is not None:
+                on_progress(obj)
+        elif "event" not in obj:
+            result = obj
     return result
 
 
