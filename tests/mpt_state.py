@@ -78,6 +78,10 @@ def test_first_format_cut_mounts():
     assert state_cases.check_first_format_cut_mounts() >= 12
 
 
+def test_brownout_loop():
+    state_cases.check_brownout_loop()
+
+
 def test_foreign_region_refused_untouched():
     state_cases.check_foreign_regions_refused_untouched()
 

@@ -82,3 +82,7 @@ def test_cut_copy_b_finished():
 
 def test_silent_program_failures_keep_acknowledged_values():
     state_cases.check_silent_program_failures_keep_acknowledged_values()
+
+
+def test_brownout_loop():
+    state_cases.check_brownout_loop()
