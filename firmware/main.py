@@ -49,6 +49,8 @@ def _boot():
     backend = slots.default_backend()
     try:
         index, m, mb = slots.select(root, backend)
+    except slots.NeverInstalled:
+        return _development()  # e.g. a first update was interrupted on a development deploy
     except slots.NoApp as e:
         boot_error = str(e)
         print("umeter: safe state, no verified app to start:", boot_error)

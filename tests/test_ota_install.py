@@ -43,12 +43,6 @@ class Device:
         return [(e[1], e[4]) for e in slots.pending_events(self.backend)]
 
 
-def installed(dev, keys, version="1.0", counter=1, **kw):
-    dev.install(oc.make(oc.app_files(version), [keys["ed"]], version=version, counter=counter, **kw))
-    assert dev.boot() == ("a" if dev.boot.__self__ and slots.load(dev.backend).active == 0 else "b", version)
-    dev.confirm()
-
-
 def refused(dev, data, reason, clock=0):
     before = slots.load(dev.backend)
     with pytest.raises(Refused) as e:
@@ -64,11 +58,12 @@ def refused(dev, data, reason, clock=0):
 
 def test_install_trial_confirm_and_mutations(tmp_path, keys):
     dev = Device(tmp_path, [keys["ed"]])
-    sid = dev.install(oc.make(oc.app_files("1.0"), [keys["ed"]], counter=2))
+    first = oc.make(oc.app_files("1.0"), [keys["ed"]], counter=2)
+    sid = dev.install(first)
     assert dev.boot() == ("a", "1.0") and slots.load(dev.backend).trial
     dev.confirm()
     assert not slots.load(dev.backend).trial and trust.load(dev.backend).counter == 2
-    assert sid == slots.identity(dev.root, dev.backend)["software_id"] or len(sid) == 64
+    assert sid == bundle.software_id(oc.parts(first)[0])
     ed = [keys["ed"]]
     files = oc.app_files("2.0")
     refused(dev, oc.make(files, ed, version="2.0", counter=2, boards=("esp32_devkitc",)),
@@ -247,3 +242,15 @@ def test_damaged_entries_are_reported(tmp_path, keys):
     for _ in range(20):
         st.event(slots.EV_REJECTED, None, 0, "y" * 40)
     assert len(slots.encode(st)) <= 470 and st.counts[slots.COUNTERS.index("rejected")] == 20
+
+
+def test_interrupted_first_install_keeps_development_boot(tmp_path, keys):
+    dev = Device(tmp_path, [keys["ed"]])
+    head, payload = oc.split(oc.make(oc.app_files("1.0"), [keys["ed"]]))
+    inst = Installer(dev.root, dev.backend)
+    inst.begin(head)
+    inst.write(payload[:10])     # the connection breaks here: slot_a exists, nothing is pinned
+    with pytest.raises(slots.NeverInstalled):
+        slots.select(dev.root, dev.backend)   # main.py then boots the development deploy at /
+    dev.install(oc.make(oc.app_files("1.0"), [keys["ed"]]))
+    assert dev.boot() == ("a", "1.0")

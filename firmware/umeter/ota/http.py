@@ -80,6 +80,10 @@ def fetch(url, installer=None, timeout_s=10, chunk=CHUNK):
             raise Refused(str(e))
         head = first + _read_exact(s, total_head - bundle.HEADER_LEN)
         at = inst.begin(head)
+        pos = at
+        if at and at == inst.payload_size():
+            s.close()                  # everything arrived before: only finish() is left
+            return inst.finish()
         if at:
             s.close()
             s, status = _get(host, port, path, len(head) + at, timeout_s)
@@ -94,7 +98,6 @@ def fetch(url, installer=None, timeout_s=10, chunk=CHUNK):
                 raise OSError("HTTP %d for the rest of %s" % (status, url))
         buf = bytearray(chunk)
         mv = memoryview(buf)
-        pos = at
         while True:
             n = s.readinto(buf)
             if not n:

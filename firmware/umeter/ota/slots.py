@@ -41,6 +41,10 @@ class NoApp(Exception):
     """Neither slot holds an app the boot stage may start; str() says why."""
 
 
+class NeverInstalled(NoApp):
+    """No signed app was ever installed (slots absent, or only an interrupted first install)."""
+
+
 def default_root():
     # The unix port's VfsPosix mounted with a root ignores renames of absolute paths: stay relative there.
     return "" if sys.platform == "linux" else "/"
@@ -261,7 +265,9 @@ def select(root, backend, buf=None):
     except (trustmod.TrustError, BootStateError) as e:
         raise NoApp(str(e))
     if trust is None:
-        raise NoApp("the update trust store is not provisioned")
+        raise NeverInstalled("the update trust store is not provisioned")
+    if st.active is None and st.digests == [None, None] and st.counts[COUNTERS.index("installed")] == 0:
+        raise NeverInstalled("no app was ever installed in a slot")
     if st.active is None:
         raise NoApp("no app installed in a slot")
     if st.trust_pending:
