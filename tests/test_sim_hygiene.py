@@ -111,6 +111,8 @@ def test_readme_board_and_export_examples_from_another_directory(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    keys = tmp_path / "sim_state" / "keys"
+    assert all(owner_only(p) for p in [keys, tmp_path / "sim_state" / "flash.img"] + list(keys.iterdir()))
     export = literal(readme_command("meterctl export --image sim_state"))
     r = run(export + ["--format", "json", "--out", "x.json"], tmp_path)
     assert r.returncode == 0, r.stderr
@@ -185,6 +187,13 @@ def test_an_image_whose_keys_are_gone_needs_new_key(tmp_path):
                  "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "m.img.keys" / "keys.bin").is_file()
+    # the interactive board: its flash.img without keys/
+    board = tmp_path / "b"
+    board.mkdir()
+    (board / "flash.img").write_bytes(before)
+    r = meterctl("sim", "--board-dir", "b", "--no-display", cwd=tmp_path)
+    one_line_error(r, "keys", "missing", "--new-key")
+    assert sorted(os.listdir(board)) == ["flash.img"]
 
 
 BAD_SCENARIOS = [
