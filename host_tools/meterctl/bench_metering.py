@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "firmware" / "umeter" / "metering" / "kernels.py"
+TWINS = ROOT / "firmware" / "umeter" / "metering" / "kernels_ref.py"
 BIN = Path(sys.executable).parent
 MICROPYTHON32 = Path(os.environ.get("UMETER_MICROPYTHON32")
                      or ROOT.parent / "shared" / "micropython32" / "micropython")
@@ -30,6 +31,7 @@ import json, time
 from umeter.metering import kernels as K
 from umeter.metering.engine import Engine
 from sim.grid import Grid
+import kern_bytecode
 import kern_native
 
 MIN_US = int(%(min_ms)d * 1000)
@@ -37,7 +39,8 @@ out = {}
 for pairs in %(sizes)r:
     g = Grid({"irms": 10.0, "phase_deg": 30.0, "noise_lsb": 2, "block_pairs": pairs})
     buf = g.read_block()
-    for name, f in (("viper", K.block), ("bytecode", K.block_ref), ("native", kern_native.block_native)):
+    for name, f in (("viper", K.block), ("bytecode", kern_bytecode.block_bytecode),
+                    ("native", kern_native.block_native)):
         st = K.new_state(12, pairs)
         st[K.STOP] = pairs // 2
         f(buf, st)
@@ -66,17 +69,19 @@ print("BENCH" + json.dumps(out))
 """
 
 
-def native_module(src):
-    """The twin block_ref() of kernels.py as a @micropython.native function, with the same consts."""
-    tree = ast.parse(src)
+def twin_module(consts_src, twin_src, decorator, name):
+    """The plain twin block_ref() (kernels_ref.py) as function `name` of its own module, with the
+    kernel's consts defined in it (folded at compile time, as in kernels.py) and an optional
+    decorator ("@micropython.native")."""
+    tree = ast.parse(consts_src)
     lines = ["import micropython", "from micropython import const"]
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
                 and getattr(node.value.func, "id", "") == "const":
-            lines.append(ast.get_source_segment(src, node))
-    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "block_ref")
-    body = ast.get_source_segment(src, fn).replace("def block_ref(", "def block_native(", 1)
-    return "\n".join(lines) + "\n\n\n@micropython.native\n" + body + "\n"
+            lines.append(ast.get_source_segment(consts_src, node))
+    fn = next(n for n in ast.parse(twin_src).body if isinstance(n, ast.FunctionDef) and n.name == "block_ref")
+    body = ast.get_source_segment(twin_src, fn).replace("def block_ref(", "def %s(" % name, 1)
+    return "\n".join(lines) + "\n\n\n" + (decorator + "\n" if decorator else "") + body + "\n"
 
 
 def host_mhz():
@@ -119,7 +124,10 @@ def lanes(which):
 def run(sizes, min_ms, binary=None):
     binary = binary or BIN / "micropython"
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "kern_native.py").write_text(native_module(KERNELS.read_text()))
+        consts, twins = KERNELS.read_text(), TWINS.read_text()
+        (Path(tmp) / "kern_native.py").write_text(twin_module(consts, twins, "@micropython.native",
+                                                              "block_native"))
+        (Path(tmp) / "kern_bytecode.py").write_text(twin_module(consts, twins, "", "block_bytecode"))
         env = {"MICROPYPATH": ":".join([".frozen", tmp, str(ROOT / "firmware"), str(ROOT / "host_tools")]),
                "PATH": "/usr/bin:/bin"}
         script = BENCH_SCRIPT % {"min_ms": min_ms, "sizes": tuple(sizes)}

@@ -6,6 +6,11 @@ of V to the first crossing at least (window length - half a period) later, so it
 mains cycles (about 1 s); the kernel's snapshot ends it inside a block in the same pass, and the
 rest of that block starts the next window, so no sample is ever dropped or counted twice.
 Without crossings (no voltage) a window ends at the first block end past 1.25 window lengths.
+feed() = feed_block() (windows.py: kernel, window sums, crossings; no allocation, every block) and,
+when a window ended, close_window() (the arithmetic below; a bounded allocation, PROFILE.md
+"Memory"). A code outside the ADC width is clipped and counted by the kernel; rail and clipped
+samples are reported per window (status "saturated", "sat_v", "sat_i", "clipped") and in the
+profile record.
 
 Per window, with N samples and the kernel's exact integer sums (Python ints):
     DC removal (emonLibCM style, no filter to settle): C_xy = N * sum(xy) - sum(x) * sum(y)
@@ -30,35 +35,21 @@ boundary) a record (PROFILE.md) with the energy deltas, min/avg/max window volta
 `demand_s` block demand.
 """
 import math
-import struct
-from array import array
 
 from micropython import const
 
-from umeter.metering import kernels
 from umeter.metering import obis
+from umeter.metering.fixedpoint import div_round as _div_round
+from umeter.metering.fixedpoint import fixed as _fixed
 from umeter.metering.profile import (FLAG_CLAMPED, FLAG_INPUT_SATURATED, FLAG_NO_CYCLES,  # noqa: F401
                                      FLAG_PARTIAL, PROFILE_FORMAT, PROFILE_FORMAT_V1, PROFILE_SIZE,
-                                     PROFILE_SIZE_V1, PROFILE_VERSION, LoadProfile)
+                                     PROFILE_SIZE_V1, PROFILE_VERSION, LoadProfile, decode_profile)
+from umeter.metering.windows import Windows
 
 FRAC_BITS = const(24)  # FU per mWh = 2**24
 SNAPSHOT_VERSION = const(1)
 MAX_WINDOW = const(1 << 22)  # samples: keeps every window sum's halves small ints (kernels.py)
 
-# The engine's per-window small ints (array('i', _WIN_LEN)): the window in progress at 0.._WIN-1,
-# the window that ended (waiting for close_window()) copied to _C.._C+_WIN-1, then its extras.
-# A crossing is 3 ints: i, num, den with time i + num / den samples after the window start
-# (den = 0: none yet), so no float is made per block.
-_TF = const(0)  # first rising crossing of the window
-_TL = const(3)  # last rising crossing
-_NC = const(6)  # rising crossings
-_VBEFORE = const(7)  # raw V of the sample before the window's first
-_WIN = const(8)
-_C = const(8)
-_C_N = const(16)  # samples in the ended window
-_C_VLAST = const(17)  # its last raw V
-_C_ALIGNED = const(18)  # 1: it ended on a crossing
-_WIN_LEN = const(19)
 
 _FU_PER_J = (1 << FRAC_BITS) / 3.6
 _TWO_PI = 2.0 * math.pi
@@ -66,31 +57,6 @@ _GATE_RUN = 8  # windows above 8 x threshold bypass the averaging group
 
 DEFAULT_CALIB = {"v_gain": 1.0, "i_gain": 1.0, "phase_deg": 0.0, "v_offset": 0.0, "i_offset": 0.0,
                  "p_offset": 0.0, "q_offset": 0.0}
-
-
-def _fixed(coefs):
-    """Floats -> (integers, shift) with coef ~= int / 2**shift, the largest using ~30 bits.
-    One frexp and one list: this runs once per window (PROFILE.md "Memory")."""
-    big = 0.0
-    for c in coefs:
-        if c > big:
-            big = c
-        elif -c > big:
-            big = -c
-    if not big:
-        return [0] * len(coefs), 0
-    sh = 30 - math.frexp(big)[1]
-    return [int(math.floor(math.ldexp(c, sh) + 0.5)) for c in coefs], sh
-
-
-def _div_round(num, sh, n):
-    """round(num / (n * 2**sh)) for ints (sh may be negative)."""
-    if sh >= 0:
-        den = n << sh
-    else:
-        num <<= -sh
-        den = n
-    return (num + (den >> 1)) // den
 
 
 class Engine:
@@ -121,9 +87,7 @@ class Engine:
         self.profile_min = int(profile_min)
         self._gate_n = int(gate_s * self.rate_hz)
         self.creep_w = 0.5 * start_frac * u_nominal * i_nominal
-        self._st = kernels.new_state(self.adc_bits, self.block_pairs)
-        self._win = array("i", bytes(4 * _WIN_LEN))
-        self._timeout_rel = self.window_n + self.window_n // 4
+        self._cut = Windows(self.adc_bits, self.block_pairs, self.window_n)
         self._hyst = max(2, int(0.05 * u_nominal * 1.4142 / self._v_lsb))
         self.set_calibration(calib)
         self._reg = [0, 0, 0, 0]  # FU, order of obis.REGISTERS
@@ -158,20 +122,8 @@ class Engine:
         self._i_off2 = c["i_offset"] ** 2
 
     def _reset_time(self, t, partial):
-        st = self._st
-        st[kernels.ARMED] = 0
-        st[kernels.VPREV] = self.mid
-        st[kernels.ZC] = self.mid
-        st[kernels.ZL] = max(0, self.mid - self._hyst)
-        for k in range(kernels.W_BASE, kernels.STATE_LEN):
-            st[k] = 0
-        win = self._win
-        for k in range(_WIN_LEN):
-            win[k] = 0
-        win[_VBEFORE] = self.mid
+        self._cut.reset(self.mid, max(0, self.mid - self._hyst))
         self._ws = t  # meter time (pairs) at the start of the window in progress (Python int)
-        self._pos = 0  # pairs of that window fed so far (a small int: the per-block clock)
-        self._ready = False  # a window ended: close_window() is due
         self.t_committed = t  # end of the last closed window
         self._freq = self.f_nominal
         self._set_arm()
@@ -184,12 +136,12 @@ class Engine:
 
     def _set_arm(self):
         # a window may end at the first crossing past (window length - half a period)
-        self._arm_rel = self.window_n - int(self.rate_hz / (2.0 * self._freq))
+        self._cut.arm = self.window_n - int(self.rate_hz / (2.0 * self._freq))
 
     @property
     def t(self):
         """Meter time: V,I pairs fed so far (since the engine's epoch)."""
-        return self._ws + self._pos + (self._win[_C_N] if self._ready else 0)
+        return self._ws + self._cut.pos + self._cut.pending()
 
     # --- the hot loop's Python side: once per block, allocation-free ---
     def feed(self, buf):
@@ -201,87 +153,19 @@ class Engine:
 
     def feed_block(self, buf):
         """The per-block half of feed(): kernel, window sums, crossings, using only small ints and
-        preallocated arrays (no allocation, tests/mpt_metering_alloc.py). True when a window ended
-        in this block; close_window() must then run before the next block."""
+        preallocated arrays (windows.py; no allocation, tests/mpt_metering_alloc.py). True when a
+        window ended in this block; close_window() must then run before the next block."""
         if buf is None:
             return False
-        if self._ready:
-            raise RuntimeError("close_window() is due")
-        st = self._st
-        win = self._win
-        pos0 = self._pos
-        n = self.block_pairs
-        arm = self._arm_rel - pos0
-        st[kernels.STOP] = 0 if arm <= 0 else (arm if arm < n else kernels.NEVER)
-        zc = st[kernels.ZC]  # close_window() moves it for the next block
-        nc = kernels.block(buf, st)
-        timeout = pos0 + n >= self._timeout_rel
-        kernels.fold(st, 1 if timeout else 0)
-        if st[kernels.SNAP]:  # the window ends at a crossing inside this block
-            snc = st[kernels.SNAP_NC]
-            if snc and not win[_TF + 2]:
-                _crossing(win, _TF, pos0, st, kernels.FC_J, zc)
-            j = st[kernels.SNAP_J]
-            _crossing(win, _TL, pos0, st, kernels.SNAP_J, zc)
-            if not win[_TF + 2]:
-                _copy(win, _TL, _TF, 3)
-            win[_NC] += snc + 1
-            _copy(win, 0, _C, _WIN)
-            win[_C_N] = pos0 + j
-            win[_C_VLAST] = st[kernels.SNAP_VB]
-            win[_C_ALIGNED] = 1
-            # the new window starts at sample j, on the snapshot crossing
-            self._pos = n - j
-            win[_VBEFORE] = st[kernels.SNAP_VB]
-            win[_TL] -= pos0 + j
-            _copy(win, _TL, _TF, 3)
-            win[_NC] = 1
-            rest = nc - snc - 1
-            if rest:
-                _crossing(win, _TL, -j, st, kernels.LC_J, zc)
-                win[_NC] += rest
-            self._ready = True
-            return True
-        if nc:
-            if not win[_TF + 2]:
-                _crossing(win, _TF, pos0, st, kernels.FC_J, zc)
-            _crossing(win, _TL, pos0, st, kernels.LC_J, zc)
-            win[_NC] += nc
-        if timeout:  # no crossing ended it: it ends with this block
-            self._end_here(pos0 + n)
-            return True
-        self._pos = pos0 + n
-        return False
-
-    def _end_here(self, length):
-        """The window in progress (its sums already folded into CW_*) ends after `length` samples,
-        at the last sample fed, not on a crossing; the next one starts empty."""
-        win = self._win
-        vlast = self._st[kernels.VPREV]
-        _copy(win, 0, _C, _WIN)
-        win[_C_N] = length
-        win[_C_VLAST] = vlast
-        win[_C_ALIGNED] = 0
-        self._pos = 0
-        for k in range(_WIN):
-            win[k] = 0
-        win[_VBEFORE] = vlast
-        self._ready = True
+        return self._cut.feed_block(buf)
 
     def end_window(self):
         """A clean stop (power-fail warning, reset): end the window in progress at the last sample
         fed, book it, and close the creep group. True if a window ended (a profile record that fell
         due is then waiting in pop_record())."""
-        if self._ready:
-            self.close_window()
-        ended = self._pos > 0
+        self.close_window()
+        ended = self._cut.end_now()
         if ended:
-            st = self._st
-            for k in range(kernels.SV, kernels.SV + kernels.ACC_LEN):  # an empty block
-                st[k] = 0
-            st[kernels.SNAP] = 0
-            kernels.fold(st, 1)
-            self._end_here(self._pos)
             self.close_window()
         self.flush()
         return ended
@@ -298,28 +182,20 @@ class Engine:
     def close_window(self):
         """The per-window half of feed(): RMS, powers, frequency, energy into the registers, status,
         load profile. Returns False when no window was due."""
-        if not self._ready:
+        cut = self._cut
+        if not cut.ready:
             return False
-        self._ready = False
-        win = self._win
-        st = self._st
-        n = win[_C_N]
+        n, sums, dv1, aligned_end, tf, tl, crossings, sat_v, sat_i, clipped = cut.ended()
+        cut.done()
         end = self._ws + n
         self._ws = end
-        sv, si, vv, ii, p0, p1 = kernels.window_value(st, kernels.CW_BASE)
-        sat_v = st[kernels.CW_BASE + 12]
-        sat_i = st[kernels.CW_BASE + 13]
-        clipped = st[kernels.CW_BASE + 14]
-        mid = self.mid
-        sv1 = sv - (win[_C_VLAST] - mid) + (win[_C + _VBEFORE] - mid)  # sum of v[k-1] over the window
+        sv, si, vv, ii, p0, p1 = sums
+        sv1 = sv + dv1  # sum of v[k-1] over the window
         cvv = n * vv - sv * sv
         cii = n * ii - si * si
         c0 = n * p0 - sv * si
         c1 = n * p1 - sv1 * si
         c = self.calib
-        aligned_end = win[_C_ALIGNED] == 1
-        tf = _ctime(win, _C + _TF)
-        tl = _ctime(win, _C + _TL)
         aligned = self._aligned and aligned_end
         # whole cycles last tl - tf samples (sub-sample crossings), not n: dividing by it
         # removes the +-1 sample (0.1 % at 1 kHz) granularity from RMS and power
@@ -331,7 +207,7 @@ class Engine:
         if self._i_off2:
             irms = math.sqrt(max(0.0, irms * irms - self._i_off2))
         freq = 0.0
-        cycles = win[_C + _NC] - 1
+        cycles = crossings - 1
         if cycles >= 1 and tf is not None and tl > tf:
             freq = cycles * self.rate_hz / (tl - tf)
             self._freq = freq
@@ -398,9 +274,8 @@ class Engine:
         ws["clipped"] = clipped
         ws["q_valid"] = q_valid
         # the next windows look for crossings around this window's DC level
-        z = mid + (2 * sv + n) // (2 * n)
-        st[kernels.ZC] = z
-        st[kernels.ZL] = max(0, z - self._hyst)
+        z = self.mid + (2 * sv + n) // (2 * n)
+        cut.set_level(z, max(0, z - self._hyst))
         self.profile.window(end, vrms, n, freq > 0, sat_v + sat_i)
         return True
 
@@ -480,40 +355,3 @@ class Engine:
                 raise ValueError("snapshot values must be non-negative ints")
         self._reg = list(snap[3:7])
         self._reset_time(snap[2], partial=True)
-
-
-def _crossing(win, at, pos, st, j, zc):
-    """Store the kernel's crossing at st[j:j+3] (index, V before, V after) as win[at:at+3], its
-    time counted from `pos` samples before the block's first sample."""
-    vb = st[j + 1]
-    win[at] = pos + st[j] - 1
-    win[at + 1] = zc - vb
-    win[at + 2] = st[j + 2] - vb
-
-
-def _copy(win, src, dst, n):
-    for k in range(n):
-        win[dst + k] = win[src + k]
-
-
-def _ctime(win, at):
-    """A stored crossing's time (float samples after the window start), or None."""
-    den = win[at + 2]
-    return win[at] + win[at + 1] / den if den else None
-
-
-def decode_profile(rec):
-    """A load-profile record (bytes, version 2 or 1) -> dict keyed by field / OBIS code (PROFILE.md).
-    "sat_samples" is None in a version 1 record (it did not count them)."""
-    if len(rec) == PROFILE_SIZE and rec[0] == PROFILE_VERSION:
-        f = struct.unpack(PROFILE_FORMAT, rec)
-        sat = f[12]
-    elif len(rec) == PROFILE_SIZE_V1 and rec[0] == 1:
-        f = struct.unpack(PROFILE_FORMAT_V1, rec)
-        sat = None
-    else:
-        raise ValueError("not a version %d (or 1) profile record" % PROFILE_VERSION)
-    return {"version": f[0], "flags": f[1], "minutes": f[2], "t_end_s": f[3],
-            obis.A_IMPORT: f[4], obis.A_EXPORT: f[5], obis.R_IMPORT: f[6], obis.R_EXPORT: f[7],
-            obis.VOLTAGE_MIN: f[8] / 100.0, obis.VOLTAGE_AVG: f[9] / 100.0, obis.VOLTAGE_MAX: f[10] / 100.0,
-            obis.DEMAND_MAX: f[11] / 1000.0, "sat_samples": sat}

@@ -1,6 +1,6 @@
 """Metering hot path: one pass over a block of interleaved unsigned V,I samples.
 
-`block(buf, st)` (viper) and its plain-Python twin `block_ref(buf, st)` compute, for the pairs
+`block(buf, st)` (viper) and its plain-Python twin `kernels_ref.block_ref(buf, st)` compute, for the pairs
 buf[0:2n] (n = st[N]), with v = V - mid and i = I - mid:
     SV = sum v, SI = sum i, VV = sum v*v, II = sum i*i,
     P0 = sum v[k]*i[k], P1 = sum v[k-1]*i[k]   (v[-1] is the last V of the previous block),
@@ -17,7 +17,7 @@ Range guard: a code above st[TOP] = 2**bits - 1 (a 16-bit code fed to a 12-bit e
 width) is clipped to TOP and counted in OVER, so it can never wrap a 32-bit accumulator; a code at
 either rail (0 or TOP: the input is at or beyond the ADC's range) is counted per channel in SATV
 and SATI. The counts are snapshotted with the sums.
-Window sums: `fold(st, end)` (viper, twin fold_ref) adds the block's results into the window
+Window sums: `fold(st, end)` (viper, twin kernels_ref.fold_ref) adds the block's results into the window
 accumulators W_* (every sum as hi * 2**29 + lo, lo normalised into [0, 2**29)), and when the block
 ends a window (a snapshot was taken, or end = 1: the window ends with the block) moves the ended
 window's sums to CW_* and starts W_* with what follows. The engine then reads CW_* at its leisure;
@@ -245,130 +245,6 @@ def block(buf, st) -> int:
     return nc
 
 
-def block_ref(buf, st):
-    """Plain-Python twin of block(): the same algorithm, statement for statement (test oracle,
-    and the bytecode/@native baseline of the benchmark)."""
-    n = st[N]
-    mid = st[MID]
-    chunk = st[CHUNK]
-    zc = st[ZC]
-    zl = st[ZL]
-    stop = st[STOP]
-    top = st[TOP]
-    armed = st[ARMED]
-    vb = st[VPREV]
-    vp = vb - mid
-    sv = si = vvl = vvh = iil = iih = p0l = p0h = p1l = p1h = 0
-    satv = sati = over = 0
-    nc = 0
-    snapped = 0
-    k = 0
-    x = 0
-    while k < n:
-        e = k + chunk
-        if e > n:
-            e = n
-        while k < e:
-            va = buf[x]
-            ia = buf[x + 1]
-            x += 2
-            if va >= top:
-                satv += 1
-                if va > top:
-                    over += 1
-                    va = top
-            elif va == 0:
-                satv += 1
-            if ia >= top:
-                sati += 1
-                if ia > top:
-                    over += 1
-                    ia = top
-            elif ia == 0:
-                sati += 1
-            i = ia - mid
-            if armed:
-                if va >= zc:
-                    armed = 0
-                    if nc == 0:
-                        st[FC_J] = k
-                        st[FC_VB] = vb
-                        st[FC_VA] = va
-                    st[LC_J] = k
-                    st[LC_VB] = vb
-                    st[LC_VA] = va
-                    if k >= stop and snapped == 0:
-                        snapped = 1
-                        st[SNAP_BASE] = sv
-                        st[SNAP_BASE + 1] = si
-                        st[SNAP_BASE + 2] = vvl & LO_MASK
-                        st[SNAP_BASE + 3] = vvh + (vvl >> LO_BITS)
-                        st[SNAP_BASE + 4] = iil & LO_MASK
-                        st[SNAP_BASE + 5] = iih + (iil >> LO_BITS)
-                        st[SNAP_BASE + 6] = p0l & LO_MASK
-                        st[SNAP_BASE + 7] = p0h + (p0l >> LO_BITS)
-                        st[SNAP_BASE + 8] = p1l & LO_MASK
-                        st[SNAP_BASE + 9] = p1h + (p1l >> LO_BITS)
-                        # the counts already hold sample k, which belongs after the snapshot
-                        cv = satv
-                        if va == top:
-                            cv -= 1
-                        ci = sati
-                        if ia == top or ia == 0:
-                            ci -= 1
-                        co = over
-                        if buf[x - 2] > top:
-                            co -= 1
-                        if buf[x - 1] > top:
-                            co -= 1
-                        st[SNAP_BASE + 10] = cv
-                        st[SNAP_BASE + 11] = ci
-                        st[SNAP_BASE + 12] = co
-                        st[SNAP_NC] = nc
-                        st[SNAP_J] = k
-                        st[SNAP_VB] = vb
-                        st[SNAP_VA] = va
-                    nc += 1
-            elif va < zl:
-                armed = 1
-            v = va - mid
-            sv += v
-            si += i
-            vvl += v * v
-            iil += i * i
-            p0l += v * i
-            p1l += vp * i
-            vp = v
-            vb = va
-            k += 1
-        vvh += vvl >> LO_BITS
-        vvl &= LO_MASK
-        iih += iil >> LO_BITS
-        iil &= LO_MASK
-        p0h += p0l >> LO_BITS
-        p0l &= LO_MASK
-        p1h += p1l >> LO_BITS
-        p1l &= LO_MASK
-    st[ARMED] = armed
-    st[VPREV] = vb
-    st[NC] = nc
-    st[SNAP] = snapped
-    st[SV] = sv
-    st[SI] = si
-    st[VVL] = vvl
-    st[VVH] = vvh
-    st[IIL] = iil
-    st[IIH] = iih
-    st[P0L] = p0l
-    st[P0H] = p0h
-    st[P1L] = p1l
-    st[P1H] = p1h
-    st[SATV] = satv
-    st[SATI] = sati
-    st[OVER] = over
-    return nc
-
-
 @micropython.viper
 def fold(st, end: int) -> int:
     """Book the last block() into the window accumulators (module docstring). Returns 1 when a
@@ -432,53 +308,11 @@ def fold(st, end: int) -> int:
     return cut
 
 
-def fold_ref(st, end):
-    """Plain-Python twin of fold() (array('i') reads are signed already)."""
-    snap = st[SNAP]
-    for q in range(6):
-        w = W_BASE + 2 * q
-        c = CW_BASE + 2 * q
-        if q < 2:
-            tl, th = st[SV + q], 0
-            sl, sh = st[SNAP_BASE + q], 0
-        else:
-            tl, th = st[SV + 2 * q - 2], st[SV + 2 * q - 1]
-            sl, sh = st[SNAP_BASE + 2 * q - 2], st[SNAP_BASE + 2 * q - 1]
-        wl, wh = st[w], st[w + 1]
-        if snap:
-            lo = wl + sl
-            st[c] = lo & LO_MASK
-            st[c + 1] = wh + sh + (lo >> LO_BITS)
-            lo = tl - sl
-            st[w] = lo & LO_MASK
-            st[w + 1] = th - sh + (lo >> LO_BITS)
-        else:
-            lo = wl + tl
-            hi = wh + th + (lo >> LO_BITS)
-            lo &= LO_MASK
-            if end:
-                st[c], st[c + 1] = lo, hi
-                st[w] = st[w + 1] = 0
-            else:
-                st[w], st[w + 1] = lo, hi
-    for q in range(3):
-        w = W_BASE + 12 + q
-        if snap:
-            st[CW_BASE + 12 + q] = st[w] + st[SNAP_BASE + 10 + q]
-            st[w] = st[SATV + q] - st[SNAP_BASE + 10 + q]
-        elif end:
-            st[CW_BASE + 12 + q] = st[w] + st[SATV + q]
-            st[w] = 0
-        else:
-            st[w] += st[SATV + q]
-    return 1 if snap or end else 0
-
-
 if sys.implementation.name != "micropython":
     # CPython (tests only): the viper decorator is a no-op there and ptr16 means nothing, so the
-    # engine runs on the twins; the MicroPython tests prove block() == block_ref(), fold() == fold_ref().
-    block = block_ref  # noqa: F811
-    fold = fold_ref  # noqa: F811
+    # engine runs on the plain twins (kernels_ref.py; the MicroPython tests prove they are equal).
+    from umeter.metering.kernels_ref import block_ref as block  # noqa: E402, F401, F811
+    from umeter.metering.kernels_ref import fold_ref as fold  # noqa: E402, F401, F811
 
 
 def split_value(st, base):

@@ -8,7 +8,7 @@ import struct
 
 from micropython import const
 
-from umeter.metering import packing
+from umeter.metering import obis, packing
 
 FRAC_BITS = const(24)
 PROFILE_VERSION = const(2)
@@ -131,3 +131,20 @@ class LoadProfile:
     def pop_record(self):
         """The oldest record not yet taken (bytes), or None."""
         return self.records.pop(0) if self.records else None
+
+
+def decode_profile(rec):
+    """A load-profile record (bytes, version 2 or 1) -> dict keyed by field / OBIS code (PROFILE.md).
+    "sat_samples" is None in a version 1 record (it did not count them)."""
+    if len(rec) == PROFILE_SIZE and rec[0] == PROFILE_VERSION:
+        f = struct.unpack(PROFILE_FORMAT, rec)
+        sat = f[12]
+    elif len(rec) == PROFILE_SIZE_V1 and rec[0] == 1:
+        f = struct.unpack(PROFILE_FORMAT_V1, rec)
+        sat = None
+    else:
+        raise ValueError("not a version %d (or 1) profile record" % PROFILE_VERSION)
+    return {"version": f[0], "flags": f[1], "minutes": f[2], "t_end_s": f[3],
+            obis.A_IMPORT: f[4], obis.A_EXPORT: f[5], obis.R_IMPORT: f[6], obis.R_EXPORT: f[7],
+            obis.VOLTAGE_MIN: f[8] / 100.0, obis.VOLTAGE_AVG: f[9] / 100.0, obis.VOLTAGE_MAX: f[10] / 100.0,
+            obis.DEMAND_MAX: f[11] / 1000.0, "sat_samples": sat}
