@@ -6,50 +6,8 @@ USB serial port, so ``mpremote connect /dev/pts/N ...`` and meterctl work agains
         vb.power_cut()                                   # power-fail warning, hold-up, SIGKILL, boot again
         vb.restart()                                     # a hard reset (reset button: no warning)
 
-How it works:
-- The firmware process is ``micropython -X heapsize=H host_tools/vboard/boardfs.py`` with MICROPYPATH =
-  .frozen:<repo>/firmware:<repo>/host_tools:<repo>/boards/sim, cwd = the board directory. boardfs.py
-  mounts the board directory as ``/`` (``vfs.VfsPosix``), the source trees read-only at ``/.hostN``,
-  runs main.py and falls through to the REPL. The board directory is the board's flash: it survives
-  soft resets, hard resets and power cuts.
-- The process runs on its own pty (it is the session leader, the pty is its controlling terminal),
-  kept raw. The unix port only catches SIGINT while it runs Python code (visible as SigCgt in
-  /proc/PID/status), and its tty may be raw then (raw-paste mode), so a Ctrl-C from the user is turned
-  into SIGINT by the bridge while code runs (KeyboardInterrupt in the main thread only) and passed as a
-  character to an idle REPL. After such a Ctrl-C the bridge holds further input until the REPL reads
-  again, because the port switches termios with TCSAFLUSH when the code ends and would discard it.
-  Input is also held while a fresh process boots (until its prompt, at most BOOT_HOLD seconds), so
-  mpremote's opening Ctrl-C cannot interrupt boardfs.py or main.py.
-- A bridge thread copies bytes between that pty and the user's pty (``pty_path``), turning a lone
-  ``\\n`` into ``\\r\\n`` as a real port's stdout does. Output nobody reads is dropped after a short
-  wait (a UART does not block either), so an unattended board never stalls.
-- Resets. The unix port exits where a board would soft reset (Ctrl-D at the REPL, raw REPL soft reset,
-  SystemExit). The bridge prints ``MPY: soft reboot`` (what mpremote waits for) and boots a new process;
-  if the reset came from the raw REPL it skips main.py (as real ports do), enters the raw REPL itself
-  and hides the friendly banner, so the next thing the user sees is ``raw REPL; CTRL-B to exit``.
-  ``machine.reset()`` (added by boardfs.py; ``mpremote reset`` calls it) exits with HARD_RESET_STATUS
-  and boots with main.py, like power-on.
-
-- Power-fail input (meterctl/powerfail.py, firmware side vboard/powerrail.py): each firmware process
-  gets a pipe pair. A power cut first raises the input and waits for the meter's acknowledgement (it
-  books the open window and checkpoints within the hold-up time, simulated), then SIGKILLs; with
-  hold_up_ms=0 there is no warning. stop() (Ctrl-C of `meterctl sim`) sends a clean stop the same way.
-  Files the firmware creates (keys, image) are its owner's only (umask 077).
-
-Findings on the unix port (v1.29 preview, ``_thread='unsafe'``, i.e. no GIL), verified by
-tests/test_vboard.py:
-- A ``_thread`` thread started by main.py keeps running while the REPL waits for input, while raw-REPL
-  commands execute and across mpremote sessions (connect / exec / disconnect, ``resume``).
-- Ctrl-C from mpremote (sent on every connect) interrupts only the main thread's code; the background
-  thread keeps running. A foreground ``while True`` loop in main.py would be interrupted by it.
-- ``micropython.schedule`` callbacks run when the REPL executes code, not while it sits idle waiting
-  for input (measured: about 1 of 100 callbacks scheduled from a thread during 1 s of idle REPL ran,
-  about 105 during 1 s of busy exec; the queue fills and schedule() raises RuntimeError), so a
-  scheduler-driven app would freeze between commands. Use a thread; asyncio.run() inside a
-  ``_thread`` thread also keeps running across mpremote sessions (checked by hand).
-- Known race: a Ctrl-C in the microseconds in which REPL code starts or ends is either a character the
-  port discards or a SIGINT with its default action, which ends the process (then booted as from
-  power-on and logged). mpremote's Ctrl-C at connect hits an idle REPL, so it does not meet this.
+How it works (processes, pty bridge, resets, power-fail input) and what was found out about the unix
+port: VBOARD.md next to this file.
 """
 import errno
 import fcntl
