@@ -34,6 +34,9 @@ def main(argv=None):
         except CliError as e:
             print("soak: %s" % e, file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # the firmware was stopped cleanly (simapp.stream_headless)
+            print("soak: interrupted after %d progress lines" % len(mem), file=sys.stderr)
+            return 130
     print("simulated %d s in %.1f host s: %.1f simulated s per host s" % (seconds, result["host_s"],
                                                                          result["sim_s_per_host_s"]))
     print("windows %d (expected about %d), faults %d, records %d, mem_free min/max %d/%d (drift %d bytes)"
