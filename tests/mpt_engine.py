@@ -313,3 +313,24 @@ def test_snapshot_restore_and_validation():
         Engine(4000, 12, 200, profile_min=61)
     with raises(ValueError, match="calibration"):
         Engine(4000, 12, 200, calib={"gain": 1})
+
+
+def test_end_window_books_every_sample_fed():
+    # a clean stop inside a window: the samples since the last crossing are booked too, so the
+    # registers hold the energy of exactly the time fed (what a restart must not lose)
+    g = Grid({"irms": 10.0, "noise_lsb": 2, "skew_us": 125})
+    eng = Engine.for_source(g)
+    eng.run(g, 20 * 7 + 3)  # 7.15 s: the last window is open
+    assert eng.t_committed < eng.t
+    fed = eng.t
+    assert eng.end_window() is True
+    assert eng.t_committed == eng.t == fed and not eng.status["aligned"]
+    e_true = g.truth_energy_j(0, fed)
+    assert abs(eng.register_fu(obis.A_IMPORT) * FU_J / e_true - 1) < 0.001
+    assert eng.end_window() is False  # nothing left open
+    # the per-block half refuses to run over a window nobody closed
+    while not eng.feed_block(g.read_block()):
+        pass
+    with raises(RuntimeError):
+        eng.feed_block(g.read_block())
+    assert eng.close_window() is True and eng.close_window() is False
