@@ -52,6 +52,8 @@ class State:
         ss, n, log2 = geometry(dev)
         self._geo = geo = Geometry(ss, n, log2, max_value(ss))
         self._flash = flash = Flash(dev)
+        self.dev = dev                   # the device (region) mounted, as Journal.dev
+        self._dev = dev                  # the same, by the name meterctl export reaches it under
         self.max_key = MAX_KEY
         self.max_value = geo.vmax
         self.capacity = ss - DATA0       # bytes of live entries (16 + key + value each) that fit
