@@ -17,7 +17,7 @@ HEAPSIZE = "8M"
 # window, and one that also ends a load-profile interval (builds its record). The 64-bit port's
 # heap blocks and objects are twice the size of a 32-bit target's.
 WORD64 = sys.maxsize > 1 << 32
-CLOSE_BOUND = 4608 if WORD64 else 3072
+CLOSE_BOUND = 4608 if WORD64 else 3328
 BOUNDARY_BOUND = 6144 if WORD64 else 5120
 
 
