@@ -284,7 +284,7 @@ class State:
             self._flash.erase(tb)
             self._counts[t] += 1
             self._session_erases += 1
-            if self._flash.last_programmed(tb, ss) < 0:
+            if self._flash.is_blank(tb, ss):
                 return True
         return False
 

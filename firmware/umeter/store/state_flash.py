@@ -62,6 +62,18 @@ class Flash:
             addr += k
             n -= k
 
+    def is_blank(self, addr, n):
+        """True when all n bytes at addr are 0xFF; stops reading at the first that is not."""
+        off = 0
+        while off < n:
+            k = min(SCRATCH, n - off)
+            view = self._chunk(k)
+            self.read_into(addr + off, view)
+            if view != _FF[:k]:
+                return False
+            off += k
+        return True
+
     def last_programmed(self, addr, n):
         """Offset from addr of the last byte in [addr, addr + n) that is not 0xFF, or -1."""
         last = -1

@@ -76,7 +76,7 @@ def blank_or_torn_first_format(flash, geo, hb, acc):
     flash.read_into(0, seen)
     if not could_be_torn_program(seen, hb):
         return False
-    return flash.last_programmed(HDRS, flash.size - HDRS) < 0
+    return flash.is_blank(HDRS, flash.size - HDRS)
 
 
 def finish_header(flash, geo, base, hb, acc):
