@@ -11,6 +11,8 @@ VMASK = 0x7FF
 
 
 class Geometry:
+    """Sector size, sector count, log2 of the sector size, largest value: fixed per device."""
+
     def __init__(self, ss, n, log2, vmax):
         self.ss = ss
         self.n = n
