@@ -123,14 +123,14 @@ class MicroPythonFile(pytest.File):
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
                 for lane in lanes():
                     yield MicroPythonItem.from_parent(self, name="%s[%s]" % (node.name, lane),
-                                                      function=node.name, lane=lane, settings=settings,
+                                                      funcname=node.name, lane=lane, settings=settings,
                                                       lineno=node.lineno)
 
 
 class MicroPythonItem(pytest.Item):
-    def __init__(self, *, function, lane, settings, lineno, **kwargs):
+    def __init__(self, *, funcname, lane, settings, lineno, **kwargs):
         super().__init__(**kwargs)
-        self.function = function
+        self.funcname = funcname
         self.lane = lane
         self.settings = settings
         self.lineno = lineno
@@ -140,10 +140,10 @@ class MicroPythonItem(pytest.Item):
     def runtest(self):
         if self.lane == "mp32" and not lane32_available():
             raise MicroPythonError(LANE32_HINT + "; CI=true requires it")
-        tmp = self.config._tmp_path_factory.mktemp("%s_%s" % (self.function[:26], self.lane))
+        tmp = self.config._tmp_path_factory.mktemp("%s_%s" % (self.funcname[:26], self.lane))
         timeout = int(self.settings["TIMEOUT"]) * LANE_SLOWDOWN[self.lane]
         output = run_micropython(
-            [str(TESTS / "mp_runner.py"), self.path.stem, self.function],
+            [str(TESTS / "mp_runner.py"), self.path.stem, self.funcname],
             heapsize=str(self.settings["HEAPSIZE"]), timeout=timeout, binary=lane_binary(self.lane),
             extra_path=[self.path.parent], env={"MPT_TMPDIR": str(tmp), "MPT_LANE": self.lane}, cwd=str(tmp))
         if "MPT-PASS" not in output:
@@ -156,7 +156,7 @@ class MicroPythonItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        where = "[micropython %s] %s::%s" % (self.lane, self.path.name, self.function)
+        where = "[micropython %s] %s::%s" % (self.lane, self.path.name, self.funcname)
         return self.path, self.lineno - 1, where
 
 
