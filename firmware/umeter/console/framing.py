@@ -181,9 +181,10 @@ def parse_error(payload):
 class Decoder:
     """Incremental decoder. feed(data, now_ms) -> a sequence of results, in arrival order: a Frame for
     every well-formed frame, an int error code (ERR_BAD_CRC, ERR_TOO_LONG, ERR_BAD_VERSION, ERR_MALFORMED,
-    ERR_TIMEOUT) for every rejected one. After a rejection only its start byte is dropped: the bytes
-    already buffered are searched again for the next start byte, so a good frame behind garbage is found.
-    A frame must complete within timeout_ms of its start byte."""
+    ERR_TIMEOUT) for every rejected one. After a rejected header or CRC only its start byte is dropped:
+    the bytes already buffered are searched again for the next start byte, so a good frame behind garbage
+    is found. A frame must complete within timeout_ms of its start byte, else everything buffered is
+    dropped (ERR_TIMEOUT)."""
 
     def __init__(self, timeout_ms=FRAME_TIMEOUT_MS):
         self._buf = bytearray(MAX_FRAME)
@@ -202,10 +203,8 @@ class Decoder:
     def feed(self, data, now):
         out = None
         if self._pos and _ticks_diff(now, self._t0) > self._timeout:
-            out = [ERR_TIMEOUT]
-            self._shift_to_start(1)
-            self._t0 = now
-            out = self._drain(out, now)
+            out = [ERR_TIMEOUT]  # everything buffered is stale: drop it all
+            self._pos = 0
         n = len(data)
         i = 0
         buf = self._buf
