@@ -201,7 +201,7 @@ def _umx_journal():
         m = a.meter() if a is not None else None
         r = None
         if m is not None:
-            r = m.journal.dev if m.journal is not None else (m.state._dev if m.state is not None else None)
+            r = m.journal.dev if m.journal is not None else (m.state.dev if m.state is not None else None)
         dev = r.dev if r is not None else board.flash()
     return Journal(partitions(dev, board.PARTITIONS)['journal']), dev
 def _umx_dump(since, limit):
