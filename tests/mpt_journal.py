@@ -64,3 +64,7 @@ def test_power_cut_torture_rings_2_3_5():
     c.check_torture(150, 11, sectors=2, max_ops=16)
     c.check_torture(150, 12, sectors=3, max_ops=24)
     c.check_torture(150, 13, sectors=5, max_ops=40)
+
+
+def test_record_ending_in_ff_survives_remount():
+    c.check_record_ending_in_ff_survives_remount()

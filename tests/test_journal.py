@@ -104,3 +104,7 @@ def test_torture_cli_prints_cuts_lost_corrupt(capsys):
     assert torture.main(["--cuts", "60", "--sectors", "3"]) == 0
     out = capsys.readouterr().out
     assert "journal: cuts 60  lost 0  corrupt 0" in out and "[journal] 60/60 cuts" in out
+
+
+def test_record_ending_in_ff_survives_remount():
+    c.check_record_ending_in_ff_survives_remount()

@@ -26,13 +26,14 @@ def _figures(name, f, records, stats0, mount_read, extra):
     # Wear rate of the most-erased sector over the measured window, projected at 1 record/s.
     rate = [counts[i] - stats0["erase_counts"][i] for i in range(len(counts))]
     worst = max(rate)
-    years = ENDURANCE * records / worst / SECONDS_PER_YEAR if worst else float("inf")
+    years = ENDURANCE * records / worst / SECONDS_PER_YEAR if worst else -1.0   # -1: no erase measured
     out = {
         "name": name,
         "records": records,
         "prog_per_payload_byte": progd / (records * len(PAYLOAD)),
         "erases_per_1000": erases * 1000 / records,
         "erase_max_over_mean": top / mean if mean else 0.0,
+        "erase_spread": top - min(counts),
         "busy_us_per_record": busy / records,
         "mount_bytes_read": mount_read,
         "years_to_100k": years,
@@ -42,11 +43,12 @@ def _figures(name, f, records, stats0, mount_read, extra):
     return out
 
 
-def journal_2mib(records=200000, warm=None):
+def journal_2mib(records=200000, warm=None, size=2 * MIB):
     from umeter.store import Journal
-    f = NorFlash(2 * MIB)
+    from umeter.store import journal_layout as L
+    f = NorFlash(size)
     j = Journal(f)
-    per_pass = (f.size // f.sector_size) * ((f.sector_size - 16) // (13 + len(PAYLOAD)))
+    per_pass = (f.size // f.sector_size) * ((f.sector_size - 48) // L.extent(len(PAYLOAD)))
     warm = per_pass + 1000 if warm is None else warm      # one full ring pass: retention is erasing
     for _ in range(warm):
         j.append(PAYLOAD)
@@ -56,13 +58,17 @@ def journal_2mib(records=200000, warm=None):
         j.append(PAYLOAD)
     host_ms = time.ticks_diff(time.ticks_ms(), t)
     r0 = f.stats()["bytes_read"]
+    t = time.ticks_us()
     j2 = Journal(f)
+    mount_us = time.ticks_diff(time.ticks_us(), t)
     mount = f.stats()["bytes_read"] - r0
     st = j2.stats(len(PAYLOAD))
     return _figures("journal", f, records, s0, mount, {
         "warmup_records": warm, "ring_passes": (warm + records) / per_pass,
-        "host_us_per_append": host_ms * 1000 / records, "capacity_records": st["capacity_records"],
-        "retained_records": st["records"]})
+        "host_us_per_append": host_ms * 1000 / records,
+        "appends_per_s": records * 1000 / host_ms if host_ms else 0.0,
+        "mount_host_ms": mount_us / 1000, "device_mib": size / MIB,
+        "capacity_records": st["capacity_records"], "retained_records": st["records"]})
 
 
 def littlefs_2mib(records=5000, warm=500):
@@ -91,22 +97,28 @@ def littlefs_2mib(records=5000, warm=500):
 
 
 def journal_16mib_mount():
-    """A full W25Q128JV journal (ring wrapped, head half full): mount bytes read and host time."""
+    """A full W25Q128JV journal (ring wrapped, head half full of 64-byte records): mount bytes read and
+    host time. The ring is filled with 2,000-byte records (two per sector, so filling takes seconds, not
+    minutes), then the last sectors and the head with 64-byte records: mount reads 14 bytes per sector
+    plus the head, whatever the older sectors hold."""
     from umeter.store import Journal
+    from umeter.store import journal_layout as L
     f = NorFlash(16 * MIB)
     j = Journal(f)
-    per = (f.sector_size - 16) // (13 + len(PAYLOAD))
-    n = (f.size // f.sector_size) * per + per // 2 + per
-    for _ in range(n):
+    sectors = f.size // f.sector_size
+    big = bytes(2000)
+    for _ in range(2 * sectors + 2):
+        j.append(big)
+    per = (f.sector_size - 48) // L.extent(len(PAYLOAD))
+    for _ in range(2 * per + per // 2):
         j.append(PAYLOAD)
     r0 = f.stats()["bytes_read"]
     t = time.ticks_us()
     j2 = Journal(f)
     host_us = time.ticks_diff(time.ticks_us(), t)
     mount = f.stats()["bytes_read"] - r0
-    st = j2.stats(len(PAYLOAD))
     out = {"name": "journal_16mib", "mount_bytes_read": mount, "mount_host_ms": host_us / 1000,
-           "records": st["records"], "sectors": st["sectors"]}
+           "head_records": j2.head_records, "sectors": sectors, "last_seq": j2.last_seq}
     print(json.dumps(out))
     return out
 

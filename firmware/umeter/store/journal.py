@@ -197,7 +197,7 @@ class Journal:
                 W.load_header(self, sec)
                 bh, bl = L.get_hi(self.io.hdr, 4), L.get_lo(self.io.hdr, 4)
                 stop = self.ap if sec == head else self.io.end
-                c, _, _, first = M.scan(self.io, sec, bh, bl, stop, self.max_payload)
+                c, _, _, first, _ = M.scan(self.io, sec, bh, bl, stop, self.max_payload)
                 if c and not oldest:
                     oldest = L.seq_int(bh, bl) + first - 1
                 if sec != head:

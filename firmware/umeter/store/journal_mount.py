@@ -99,19 +99,25 @@ def predecessor(kinds, n, sec):
 
 
 def scan(io, sec, hi, lo, stop, limit):
-    """Walk the records of one sector up to offset stop: (valid count, unit index of the newest valid
-    record + 1 or 0, damaged runs, unit index of the first record with a valid header + 1 or 0).
-    Same rules as records() (JOURNAL.md 4)."""
+    """Walk the records of one sector, those starting before offset stop: (valid count, unit index of
+    the newest valid record + 1 or 0, damaged runs, unit index of the first record with a good header
+    + 1 or 0, offset past the extent of the last record with a good header). Same rules as records()
+    (JOURNAL.md 4)."""
     addr = sec * io.ss
     off = L.AREA0
     count = newest = bad = first = 0
+    reach = L.AREA0
     in_bad = False
     while off + L.UNIT <= stop:
         u = (off - L.AREA0) >> 4
         s_lo = lo + u
         r = io.probe(addr, off, hi + (s_lo >> 24), s_lo & L.HALF_MASK, limit)
-        if (r > 0 or r < IO.BAD) and not first:
-            first = u + 1
+        if r > 0 or r < IO.BAD:
+            if not first:
+                first = u + 1
+            n = r if r > 0 else -2 - r
+            if off + L.extent(n) > reach:
+                reach = off + L.extent(n)
         if r > 0:
             count += 1
             newest = u + 1
@@ -122,7 +128,7 @@ def scan(io, sec, hi, lo, stop, limit):
             bad += 1
             in_bad = True
         off += L.UNIT
-    return count, newest, bad, first
+    return count, newest, bad, first, reach
 
 
 def mount(io, n, limit):
@@ -167,8 +173,10 @@ def mount(io, n, limit):
             raise StoreError("not a journal: sector %d is neither journal nor blank (left untouched)" % i)
     e = io.last_used(head * ss, L.AREA0, io.end)
     ap = (e + L.UNIT - 1) & ~(L.UNIT - 1)
+    count, newest, bad, _, reach = scan(io, head, hh, hl, ap, limit)
+    if reach > ap:
+        ap = reach          # a record's last bytes may read 0xFF (a pcrc byte, say): still its own
     m.ap = ap
-    count, newest, bad, _ = scan(io, head, hh, hl, ap, limit)
     m.head_records, m.corrupt = count, bad
     units = (ap - L.AREA0) >> 4
     m.floor_units = floor if floor > units else units
@@ -184,7 +192,7 @@ def mount(io, n, limit):
         if not L.header_ok(io.hdr, io.state):
             io.read_header(sec * ss + ss - L.TRAILER)
         bh, bl = L.get_hi(io.hdr, 4), L.get_lo(io.hdr, 4)
-        c, newest, _, _ = scan(io, sec, bh, bl, io.end, limit)
+        c, newest, _, _, _ = scan(io, sec, bh, bl, io.end, limit)
         if newest:
             _set_last(m, sec, bh, bl, newest - 1)
             break
