@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import ota_cases as oc
-from meterctl import ota_push
+from meterctl import ota_push, signing_keys
 from meterctl.cli import main as meterctl_main
 from meterctl.remote import Remote
 from meterctl.vboard import ROOT, VirtualBoard
@@ -48,10 +48,14 @@ def meterctl(capsys, *args):
 def test_push_resumes_after_power_cut_and_broken_connection(board, capsys):
     key = oc.EdKey()
     v1 = oc.make(app_with_ota("1.0"), [key], version="1.0", counter=1)
-    with Remote(board.pty_path) as dev:
-        dev.exec("from umeter.ota import trust\nfrom umeter.hal.keystore_file import FileBackend\n"
-                 "trust.provision(FileBackend('ota'), 'sim', 'py', [(1, bytes.fromhex(%r))], 1, 1)\n"
-                 % key.public.hex())
+    pub = board.board_dir.parent / "release.pub"
+    pub.write_bytes(signing_keys.public_file_bytes(key.alg, key.public))
+    trust_args = ["ota", "trust", "--port", board.pty_path, "--board", "sim", "--arch", "py", "--pubkey", pub,
+                  "--policy", "ed25519"]
+    code, out, err = meterctl(capsys, *trust_args)
+    assert code == 0 and "policy ed25519 (floor ed25519), keys ed25519 %s" % key.kid.hex() in out, out + err
+    code, out, err = meterctl(capsys, *trust_args)
+    assert code == 2 and "already provisioned" in err, err
     _, payload = ota_push.split(v1)
     broke = []
 
@@ -82,6 +86,7 @@ def test_push_resumes_after_power_cut_and_broken_connection(board, capsys):
         assert dev.exec("from umeter.ota import slots\nprint(slots.confirm())").strip() == "True"
     code, out, err = meterctl(capsys, "id", "--port", board.pty_path)
     assert code == 0 and "software id    %s" % sid in out and "security ctr   1" in out, out + err
+    assert "update policy  ed25519 (floor ed25519)" in out
 
     # The CLI: a second version with the progress bar; a refused one says why and changes nothing.
     v2 = board.board_dir.parent / "v2.bnd"

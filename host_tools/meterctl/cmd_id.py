@@ -57,6 +57,8 @@ def format_identity(info, port):
         lines.append("  slot           %s" % info.get("slot"))
     counter = info.get("security_counter")
     lines.append("  security ctr   %s" % ("not provisioned" if counter is None else counter))
+    if info.get("policy"):
+        lines.append("  update policy  %s (floor %s)" % (info["policy"], info["policy_floor"]))
     return "\n".join(lines)
 
 

@@ -3,8 +3,12 @@
     meterctl ota push --port P BUNDLE      over the raw REPL (development boards, the virtual board), with a
                                            progress bar; a broken connection reconnects and resumes
     meterctl ota fetch --port P URL        the device downloads the bundle itself over HTTP (resumes too)
+    meterctl ota trust --port P --board B --arch A --pubkey F... --policy P [--floor F]
+                                           provision the device's update trust store (once; later changes
+                                           come only from signed, confirmed bundles)
 
 The device verifies everything; the new app boots in trial mode at the next reset and must confirm."""
+import json
 import sys
 from pathlib import Path
 
@@ -13,6 +17,11 @@ from meterctl.cli import CliError
 from meterctl.cmd_status import add_port_args
 from meterctl.remote import Remote, RemoteError
 
+TRUST_CODE = ("import json as _umj\n"
+              "from umeter.ota import slots as _ums, trust as _umt\n"
+              "print(_umj.dumps(_umt.provision(_ums.default_backend(), %r, %r, %r, %d, %d).summary()))\n"
+              "del _umj, _ums, _umt\n")
+POLICIES = {"ed25519": 1, "lms": 2, "hybrid": 3}
 FETCH_CODE = ("from umeter.ota import http as _uoh\n"
               "print(_uoh.fetch(%r))\n"
               "del _uoh\n")
@@ -34,6 +43,17 @@ def register(subparsers):
     add_port_args(fetch)
     fetch.add_argument("url", help="http:// URL of the bundle, reachable from the device")
     fetch.set_defaults(func=run_fetch)
+    trust = sub.add_parser("trust", help="provision the device's update trust store (keys, policy, floor)")
+    add_port_args(trust)
+    trust.add_argument("--board", required=True, help="the board name bundles must list (e.g. esp32_devkitc)")
+    trust.add_argument("--arch", required=True, choices=("xtensawin", "armv6m", "x64", "x86", "py"),
+                       help="the arch bundles must be built for")
+    trust.add_argument("--pubkey", action="extend", nargs="+", required=True, metavar="FILE",
+                       help="trusted public key files (meterctl keys new writes NAME.pub)")
+    trust.add_argument("--policy", required=True, choices=sorted(POLICIES), help="signatures required")
+    trust.add_argument("--floor", choices=sorted(POLICIES),
+                       help="weakest policy a signed update may ever set (default: --policy)")
+    trust.set_defaults(func=run_trust)
 
 
 def run_push(args, out=None):
@@ -49,6 +69,31 @@ def run_push(args, out=None):
         sessions, ", ".join(str(r) for r in starts[1:]))
     print("installed %s on %s%s: software id %s; it boots in trial mode at the next reset"
           % (args.bundle, args.port, extra, sid), file=out)
+    return 0
+
+
+def run_trust(args, out=None):
+    from meterctl import signing_keys
+
+    try:
+        keys = [signing_keys.read_public(p) for p in args.pubkey]
+    except signing_keys.SigningKeyError as e:
+        raise CliError(str(e)) from None
+    policy = POLICIES[args.policy]
+    floor = POLICIES[args.floor or args.policy]
+    if floor > policy:
+        raise CliError("the floor (%s) is stronger than the policy (%s)" % (args.floor, args.policy))
+    code = TRUST_CODE % (args.board, args.arch, [(alg, bytes(pub)) for alg, pub in keys], policy, floor)
+    with Remote(args.port, timeout=args.timeout) as dev:
+        try:
+            text = dev.exec(code)
+        except RemoteError as e:
+            final = ota_push._device_error(e)
+            raise (final or e) from None
+    summary = json.loads(text.strip().splitlines()[-1])
+    print("update trust store provisioned on %s: board %s, arch %s, policy %s (floor %s), keys %s"
+          % (args.port, summary["board"], summary["arch"], summary["policy"], summary["policy_floor"],
+             ", ".join(summary["keys"])), file=out or sys.stdout)
     return 0
 
 

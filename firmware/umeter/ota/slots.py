@@ -367,6 +367,9 @@ def identity(root=None, backend=None):
         info["error"] = str(e)
         return info
     info["security_counter"] = t.counter if t is not None else None
+    if t is not None:
+        info["policy"] = bundle.POLICY_NAMES[t.policy]
+        info["policy_floor"] = bundle.POLICY_NAMES[t.floor]
     info["counts"] = dict(zip(COUNTERS, st.counts))
     if slot is None:
         info["note"] = "unverified development deploy"
