@@ -12,7 +12,7 @@ from sim.grid import Grid
 from umeter.metering import obis
 from umeter.metering.engine import Engine
 
-HEAPSIZE = "8M"
+HEAPSIZE = "1M"  # small: gc.mem_alloc() walks the whole heap on every call
 # bytes one close_window() may allocate (PROFILE.md "Memory" has the measured figures): a plain
 # window, and one that also ends a load-profile interval (builds its record). The 64-bit port's
 # heap blocks and objects are twice the size of a 32-bit target's.
@@ -110,3 +110,28 @@ def test_feed_block_allocates_nothing_for_minutes_of_blocks():
           % (stats["window"], stats.get("boundary", 0)))
     assert stats["window"] <= CLOSE_BOUND, stats
     assert stats.get("boundary", 0) <= BOUNDARY_BOUND, stats
+
+
+def test_feed_allocates_nothing_on_blocks_that_close_no_window():
+    # the app calls feed(): on a block where no window ends it is feed_block() alone. With the
+    # collector off, any allocation would show in mem_alloc (freed-on-return frames do not)
+    blocks = cycle_blocks({"irms": 7.0, "phase_deg": -20.0})
+    eng = Engine(4000, 12, 400, skew_us=125)
+    eng.restore([1, 24, (1 << 31) - 4000 * 20, 1 << 60, 0, 1 << 45, 0])  # crosses 2**31 samples
+    quiet = closes = 0
+    gc.disable()
+    for k in range(65 * 10):
+        if k % 100 == 0:
+            gc.enable()
+            gc.collect()
+            gc.disable()
+        before = gc.mem_alloc()
+        closed = eng.feed(blocks[k % len(blocks)])
+        used = gc.mem_alloc() - before
+        if closed:
+            closes += 1
+        else:
+            assert used == 0, (k, used)
+            quiet += 1
+    gc.enable()
+    assert eng.t > 1 << 31 and closes >= 64 and quiet >= 500
