@@ -10,6 +10,7 @@ from umeter.metering.packing import pack
 REC_PROFILE = const(1)     # body: a load-profile record (metering/PROFILE.md)
 REC_CHECKPOINT = const(2)  # body: register checkpoint, CHECKPOINT_FORMAT
 REC_EVENT = const(3)       # body: EVENT_FORMAT + UTF-8 text
+REC_RETENTION = const(4)   # body: RETENTION_FORMAT + the oldest kept record's tag (ring retention)
 
 SNAPSHOT_VERSION = const(1)  # Engine.snapshot()'s list layout (metering/PROFILE.md)
 CHECKPOINT_VERSION = const(2)
@@ -17,6 +18,9 @@ CHECKPOINT_VERSION = const(2)
 CHECKPOINT_FORMAT = "<BBQQIQIQIQI"
 CHECKPOINT_FORMAT_V1 = "<BBQQQQQ"  # version 1: the 4 registers as u64 FU (full at 2**40 mWh); read only
 EVENT_FORMAT = "<BI"            # event code, argument
+RETENTION_VERSION = const(1)
+RETENTION_FORMAT = "<BQQQB"     # version, first dropped seq, last dropped seq, oldest kept seq, tag length
+MAX_TAG = const(64)
 MAX_EVENT_TEXT = const(160)
 
 EV_BOOT = const(1)         # arg: boot count; text: software id
@@ -75,6 +79,28 @@ def event(code, arg=0, text=""):
     return bytes((REC_EVENT,)) + pack(EVENT_FORMAT, code, arg & 0xFFFFFFFF) + data[:MAX_EVENT_TEXT]
 
 
+def retention(first_dropped, last_dropped, oldest_kept, oldest_kept_tag):
+    """Ring retention: the records first_dropped..last_dropped are dropped on purpose; after the drop the
+    oldest record is `oldest_kept` with seal tag `oldest_kept_tag` (b"" when none is left)."""
+    tag = bytes(oldest_kept_tag)
+    if len(tag) > MAX_TAG:
+        raise ValueError("retention: tag longer than %d bytes" % MAX_TAG)
+    if not 0 < first_dropped <= last_dropped or (oldest_kept and oldest_kept <= last_dropped):
+        raise ValueError("retention: seqs out of order")
+    return bytes((REC_RETENTION,)) + pack(RETENTION_FORMAT, RETENTION_VERSION, first_dropped, last_dropped,
+                                          oldest_kept, len(tag)) + tag
+
+
+def _retention(body):
+    n = struct.calcsize(RETENTION_FORMAT)
+    if len(body) < n or body[0] != RETENTION_VERSION:
+        raise ValueError("unknown retention record version")
+    _, first, last, kept, taglen = struct.unpack(RETENTION_FORMAT, body[:n])
+    if len(body) != n + taglen:
+        raise ValueError("bad retention record length")
+    return {"first_dropped": first, "last_dropped": last, "oldest_kept": kept, "oldest_kept_tag": body[n:]}
+
+
 def decode(payload):
     """(type, fields): fields is a dict for checkpoints and events, the raw body for profiles."""
     if not payload:
@@ -92,4 +118,6 @@ def decode(payload):
         code, arg = struct.unpack(EVENT_FORMAT, body[:n])
         return typ, {"event": EVENT_NAMES.get(code, "unknown_%d" % code), "code": code, "arg": arg,
                      "text": body[n:].decode()}
+    if typ == REC_RETENTION:
+        return typ, _retention(body)
     raise ValueError("unknown record type %d" % typ)
