@@ -28,20 +28,16 @@ def commit():
                           check=True).stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def releases(commit, tmp_path_factory):
-    """{board: (first release dir, second release dir)}, both with throwaway keys, via the CLI."""
-    out = {}
-    for board in BOARDS:
-        dirs = []
-        for n in (1, 2):
-            dist = tmp_path_factory.mktemp("dist%d" % n)
-            code = meterctl_main(["release", "--board", board, "--throwaway-keys", "--commit", commit,
-                                  "--out", str(dist)])
-            assert code == 0
-            dirs.append(dist / ("%s-%s" % (board, _settings(commit)["version"])))
-        out[board] = tuple(dirs)
-    return out
+def _two_releases(board, commit, tmp_path):
+    """Two release directories of one commit, both with throwaway keys, via the CLI (make release)."""
+    dirs = []
+    for n in (1, 2):
+        dist = tmp_path / ("dist%d" % n)
+        code = meterctl_main(["release", "--board", board, "--throwaway-keys", "--commit", commit,
+                              "--out", str(dist)])
+        assert code == 0
+        dirs.append(dist / ("%s-%s" % (board, _settings(commit)["version"])))
+    return dirs
 
 
 def _settings(commit):
@@ -67,9 +63,15 @@ def _no_network(*args, **kwargs):
     raise AssertionError("the schema validation tried to open a network connection")
 
 
+# One test per board does both checks, so parallel workers (pytest -n) never build a board twice.
 @pytest.mark.parametrize("board", BOARDS)
-def test_release_artefacts(board, releases, commit, capsys, monkeypatch):
-    d = releases[board][0]
+def test_release_artefacts_and_two_builds_equal(board, commit, tmp_path, capsys, monkeypatch):
+    d, second = _two_releases(board, commit, tmp_path)
+    _check_artefacts(board, d, commit, capsys, monkeypatch)
+    _check_equal(d, second)
+
+
+def _check_artefacts(board, d, commit, capsys, monkeypatch):
     names = sorted(p.name for p in d.iterdir())
     pubs = [n for n in names if n.startswith("THROWAWAY-")]
     expected = ["RELEASE-NOTES.md", "SHA256SUMS", d.name + ".bundle", "sbom.cdx.json", "software-id.json"]
@@ -140,9 +142,7 @@ def test_release_artefacts(board, releases, commit, capsys, monkeypatch):
     assert sums == {n: hashlib.sha256((d / n).read_bytes()).hexdigest() for n in names if n != "SHA256SUMS"}
 
 
-@pytest.mark.parametrize("board", BOARDS)
-def test_two_builds_of_one_commit_are_equal(board, releases):
-    first, second = releases[board]
+def _check_equal(first, second):
     a, b = _bundle_path(first).read_bytes(), _bundle_path(second).read_bytes()
     # Fresh throwaway keys sign each build, so only the signatures may differ.
     assert _unsigned_part(a) == _unsigned_part(b)
