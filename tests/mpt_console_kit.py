@@ -1,7 +1,9 @@
 # Shared by the console tests (MicroPython and CPython): an in-memory blob backend, a fake millisecond
 # clock, a minimal host built from the firmware's own framing and session modules, and the fuzz driver
 # that the MicroPython fuzz test feeds from CPython. No test_ functions here.
+import hashlib
 import os
+import time
 
 from umeter.console import framing, roles
 from umeter.console.console import Console
@@ -53,7 +55,22 @@ def fake_handlers(calls):
     return handlers
 
 
-def make_console(backend=None, clock=None, events=None, calls=None, handlers=None, keys=True):
+class SeededRandom:
+    """A stand-in for os.urandom that both interpreters reproduce: SHA-256 of a counter."""
+
+    def __init__(self, seed=b"fuzz"):
+        self.seed = seed
+        self.n = 0
+
+    def __call__(self, size):
+        out = b""
+        while len(out) < size:
+            self.n += 1
+            out += hashlib.sha256(self.seed + str(self.n).encode()).digest()
+        return out[:size]
+
+
+def make_console(backend=None, clock=None, events=None, calls=None, handlers=None, keys=True, urandom=None):
     backend = MemBackend() if backend is None else backend
     clock = Clock() if clock is None else clock
     events = [] if events is None else events
@@ -63,7 +80,7 @@ def make_console(backend=None, clock=None, events=None, calls=None, handlers=Non
         events.append((code, role, detail))
 
     c = Console(backend, fake_handlers(calls) if handlers is None else handlers, PUBLIC_LINE,
-                on_event=on_event, ticks_ms=clock)
+                on_event=on_event, ticks_ms=clock, urandom=urandom)
     if keys:
         for role, key in ROLE_KEYS.items():
             if c.rolekeys.key(role) is None:
@@ -158,20 +175,61 @@ def check_public_only(out):
             raise AssertionError("answer beyond the public line without authentication: %r" % f)
 
 
-def fuzz_stream(chunks, clock_step=7, on_chunk=None):
-    """Feed every chunk to one console (no keys guessed: only the public part may answer). Returns
-    (chunks fed, bytes answered, largest decoder backlog)."""
+def _now_us():
+    try:
+        return time.ticks_us()
+    except AttributeError:  # CPython
+        return int(time.perf_counter() * 1e6)
+
+
+def _feed_checked(c, chunk, stats):
+    """One feed() call with the bounds every call must keep; returns its output."""
+    d = c._decoder
+    starts = chunk.count(b"\xa5") + bytes(d._buf[:d.pending]).count(b"\xa5")
+    t0 = _now_us()
+    out = c.feed(chunk)
+    us = _now_us() - t0
+    if us > stats["max_us"]:
+        stats["max_us"] = us
+    # at most one answer per start byte fed or buffered (error frames are 16 bytes; a hello answer 45;
+    # a timed-out partial frame one more)
+    assert len(out) <= 64 * (starts + 1), (len(chunk), len(out))
+    assert c._decoder.pending <= framing.MAX_FRAME
+    stats["answered"] += len(out)
+    stats["chunks"] += 1
+    return out
+
+
+def new_stats():
+    return {"max_us": 0, "answered": 0, "chunks": 0}
+
+
+def fuzz_public(chunks, clock_step=7):
+    """Feed every chunk to one console whose keys the stream does not know: only the public part may
+    answer, no handler may run. Returns the stats (max_us: longest feed() call)."""
     clock = Clock()
-    c = make_console(clock=clock)
-    answered = 0
+    calls = []
+    c = make_console(clock=clock, calls=calls)
+    stats = new_stats()
     for chunk in chunks:
         clock.advance(clock_step)
-        out = c.feed(chunk)
-        check_public_only(out)
-        answered += len(out)
+        check_public_only(_feed_checked(c, chunk, stats))
         assert c.role == "none"
-        if on_chunk is not None:
-            on_chunk(c)
     clock.advance(framing.FRAME_TIMEOUT_MS + 1)
     check_public_only(c.poll())
-    return len(chunks), answered
+    assert c._decoder.pending == 0
+    assert not calls, calls
+    return stats
+
+
+def fuzz_session(chunks, seed, clock_step=3):
+    """Feed a stream that logs in as reader (the console's nonces from SeededRandom(seed)), then sends
+    session frames, some of them mutated. Returns (payloads the handlers saw, stats)."""
+    calls = []
+    c = make_console(clock=Clock(), calls=calls, urandom=SeededRandom(seed))
+    stats = new_stats()
+    for chunk in chunks:
+        c._ticks.advance(clock_step)
+        for f in decode_all(_feed_checked(c, chunk, stats)):
+            assert f.flags & framing.FLAG_RESPONSE
+    return [p for _, p in calls], stats

@@ -106,7 +106,12 @@ class Console:
             if not results:
                 return b""
             out = []
+            refused = False
             for r in results:
+                if isinstance(r, int):  # the decoder refused bytes: one answer per call is enough,
+                    if refused:         # more would only echo line noise and cost time
+                        continue
+                    refused = True
                 answer = self._answer(r, now)
                 if answer:
                     out.append(self._emit(answer))
