@@ -267,12 +267,15 @@ def test_viper_xor_and_counter_blocks_equal_plain_python():
         seal.xor_into(a, 5, src, ks, n, seal.MODE_VIPER)
         seal.xor_into(b, 5, src, ks, n, seal.MODE_PYTHON)
         assert a == b and a[5:] == bytes(x ^ y for x, y in zip(src, ks)) and a[:5] == bytes(5)
-    for nb in (1, 2, 7, 64):
-        a = bytearray(os.urandom(12)) + bytearray(16 * nb - 12)
-        b = bytearray(a)
-        seal._ctr_fill_viper(a, nb)
-        seal._ctr_fill_python(b, nb)
-        assert a == b and a[16 * (nb - 1) + 12:16 * nb] == (nb - 1).to_bytes(4, "big")
+    iv = os.urandom(12)
+    for nb in (1, 2, 4, 7):
+        for first in (0, 4, 2 ** 20 + 3):
+            a = bytearray(16 * nb)
+            b = bytearray(16 * nb)
+            seal._ctr_fill_viper(a, iv, first, nb)
+            seal._ctr_fill_python(b, iv, first, nb)
+            assert a == b and a[16 * (nb - 1) + 12:16 * nb] == (first + nb - 1).to_bytes(4, "big")
+            assert all(a[16 * i:16 * i + 12] == iv for i in range(nb))
     v = seal.Sealer(Ring({0: KEY_A}), 4, ctr=seal.MODE_VIPER, anchor_every=3)
     p = seal.Sealer(Ring({0: KEY_A}), 4, ctr=seal.MODE_PYTHON, anchor_every=3)
     for seq in range(1, 20):
@@ -283,16 +286,17 @@ def test_viper_xor_and_counter_blocks_equal_plain_python():
 def test_keystream_and_xor_allocate_nothing():
     ctr = seal._Ctr(256, seal.MODE_VIPER)
     k = seal._Keys(KEY_A, 1, 1)
-    src = payload(1)
-    out = bytearray(80)
-    ctr.crypt(k, 1, src, out, 9, 64)  # first call of this size builds the cipher and the view
+    src = payload(1, 200)
+    out = bytearray(220)
+    ctr.crypt(k, 1, src, out, 9, 64)  # the first call builds the cipher
     micropython.heap_lock()
     try:
         for seq in range(2, 50):
-            ctr.crypt(k, seq, src, out, 9, 64)
+            ctr.crypt(k, seq, src, out, 9, 1 + seq * 4)  # any length: 4-block chunks, one buffer
     finally:
         micropython.heap_unlock()
-    assert out[9:73] != src
+    assert out[9:209] != src
+    assert len(ctr.buf) == seal.CTR_CHUNK  # not record-sized
 
 
 def test_sealing_a_64_byte_payload_allocates_little():

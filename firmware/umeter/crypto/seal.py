@@ -15,6 +15,7 @@ HEADER_LEN = const(9)         # version, alg, flags, epoch u32, key check u16
 KCV_LEN = const(2)
 MAX_TAG = const(32)
 MAX_OVERHEAD = const(74)      # header + anchor (1 + 32) + 32-byte tag
+CTR_CHUNK = const(64)         # keystream bytes per ECB call (4 counter blocks)
 SUITES = const(4)             # key suites an Opener keeps (one epoch per boot: never all of them)
 _TAGLEN = {1: 16, 2: 32}
 
@@ -114,28 +115,28 @@ class _Keys:
 
 
 @micropython.viper
-def _ctr_fill_viper(buf: ptr8, nblocks: int):
-    # Block 0 bytes 0..11 hold the nonce prefix; give every block the prefix and its big-endian counter.
+def _ctr_fill_viper(buf: ptr8, iv: ptr8, first: int, nblocks: int):
+    # counter blocks first .. first+nblocks-1: the 12-byte nonce prefix iv, then the big-endian index
     i = 0
     while i < nblocks:
         o = i << 4
-        if i:
-            j = 0
-            while j < 12:
-                buf[o + j] = buf[j]
-                j += 1
-        buf[o + 12] = (i >> 24) & 0xFF
-        buf[o + 13] = (i >> 16) & 0xFF
-        buf[o + 14] = (i >> 8) & 0xFF
-        buf[o + 15] = i & 0xFF
+        j = 0
+        while j < 12:
+            buf[o + j] = iv[j]
+            j += 1
+        c = first + i
+        buf[o + 12] = (c >> 24) & 0xFF
+        buf[o + 13] = (c >> 16) & 0xFF
+        buf[o + 14] = (c >> 8) & 0xFF
+        buf[o + 15] = c & 0xFF
         i += 1
 
 
 @micropython.viper
-def _xor_viper(dst: ptr8, doff: int, src: ptr8, ks: ptr8, n: int):
+def _xor_viper(dst: ptr8, doff: int, src: ptr8, soff: int, ks: ptr8, n: int):
     i = 0
     while i < n:
-        dst[doff + i] = src[i] ^ ks[i]
+        dst[doff + i] = src[soff + i] ^ ks[i]
         i += 1
 
 
@@ -182,33 +183,35 @@ def _follows(a: ptr8, b: ptr8) -> int:
     return 0
 
 
-def _ctr_fill_python(buf, nblocks):
+def _ctr_fill_python(buf, iv, first, nblocks):
     for i in range(nblocks):
         o = i << 4
-        if i:
-            for j in range(12):
-                buf[o + j] = buf[j]
-        buf[o + 12] = (i >> 24) & 0xFF
-        buf[o + 13] = (i >> 16) & 0xFF
-        buf[o + 14] = (i >> 8) & 0xFF
-        buf[o + 15] = i & 0xFF
+        for j in range(12):
+            buf[o + j] = iv[j]
+        c = first + i
+        buf[o + 12] = (c >> 24) & 0xFF
+        buf[o + 13] = (c >> 16) & 0xFF
+        buf[o + 14] = (c >> 8) & 0xFF
+        buf[o + 15] = c & 0xFF
 
 
-def _xor_python(dst, doff, src, ks, n):
+def _xor_python(dst, doff, src, soff, ks, n):
     for i in range(n):
-        dst[doff + i] = src[i] ^ ks[i]
+        dst[doff + i] = src[soff + i] ^ ks[i]
 
 
 def xor_into(dst, doff, src, ks, n, mode=MODE_VIPER):
     """dst[doff:doff+n] = src[:n] ^ ks[:n] (exposed for the viper-vs-plain test)."""
     if mode == MODE_PYTHON:
-        _xor_python(dst, doff, src, ks, n)
+        _xor_python(dst, doff, src, 0, ks, n)
     else:
-        _xor_viper(dst, doff, src, ks, n)
+        _xor_viper(dst, doff, src, 0, ks, n)
 
 
 class _Ctr:
-    """AES-256-CTR keystream with counter block = epoch u32 || seq u64 || block u32 (all big-endian)."""
+    """AES-256-CTR keystream with counter block = epoch u32 || seq u64 || block u32 (all big-endian).
+    Without native CTR the keystream is made CTR_CHUNK bytes (4 counter blocks) per ECB call into one
+    small buffer, whatever the record size: no per-record allocation, no record-sized buffer."""
 
     def __init__(self, max_payload, mode):
         if mode is None:
@@ -218,34 +221,33 @@ class _Ctr:
         if mode == MODE_NATIVE and not HAS_NATIVE_CTR:
             raise SealError("this port's cryptolib has no CTR mode; use the ECB fallback")
         self.mode = mode
-        self.buf = bytearray(16 if mode == MODE_NATIVE else ((max_payload + 15) >> 4) << 4)
-        self.mv = memoryview(self.buf)
-        self._nb = 0
-        self._m = None  # view of the first _nb blocks, kept so equal-sized records allocate nothing here
+        self.max_payload = max_payload
+        self.buf = bytearray(16 if mode == MODE_NATIVE else CTR_CHUNK)
+        self._iv = bytearray(12)  # epoch || seq: the counter blocks' nonce prefix
 
     def crypt(self, k, seq, src, dst, doff, n):
         """dst[doff:doff+n] = src[:n] XOR keystream(k, seq)."""
         buf = self.buf
-        struct.pack_into(">IQI", buf, 0, k.epoch, seq, 0)
         if self.mode == MODE_NATIVE:
+            struct.pack_into(">IQI", buf, 0, k.epoch, seq, 0)
             # mode 6 increments the whole 128-bit block; our block counter never carries into seq
             cryptolib.aes(k.enc, 6, buf).encrypt(src, memoryview(dst)[doff:doff + n])
             return
+        struct.pack_into(">IQ", self._iv, 0, k.epoch, seq)
         if k.ecb is None:
             k.ecb = cryptolib.aes(k.enc, 1)
-        nb = (n + 15) >> 4
-        if nb != self._nb:
-            self._m = self.mv[:nb << 4]
-            self._nb = nb
-        m = self._m
-        if self.mode == MODE_VIPER:
-            _ctr_fill_viper(buf, nb)
-            k.ecb.encrypt(m, m)
-            _xor_viper(dst, doff, src, buf, n)
-        else:
-            _ctr_fill_python(buf, nb)
-            k.ecb.encrypt(m, m)
-            _xor_python(dst, doff, src, buf, n)
+        viper = self.mode == MODE_VIPER
+        fill = _ctr_fill_viper if viper else _ctr_fill_python
+        xor = _xor_viper if viper else _xor_python
+        done = 0
+        while done < n:
+            fill(buf, self._iv, done >> 4, CTR_CHUNK >> 4)
+            k.ecb.encrypt(buf, buf)
+            m = n - done
+            if m > CTR_CHUNK:
+                m = CTR_CHUNK
+            xor(dst, doff + done, src, done, buf, m)
+            done += m
 
 
 class _Prefix:
