@@ -333,3 +333,24 @@ def scenario_http_delivery():
         http.fetch(base + "/missing.bnd", Installer("", backend))
     assert power_on(d)[0] == "app big on sim"
     print("http: ok")
+
+
+def scenario_key_rotation():
+    d = fresh_dir("rot")
+    os.chdir(d)
+    backend = FileBackend("ota")
+    provision(backend)
+    install(case("v1"), backend)
+    power_on(d)
+    slots.confirm("", backend)
+    install(case("rotate"), backend)
+    assert power_on(d)[0] == "app 4.0 on sim"
+    assert len(trust.load(backend).keys) == 2            # applied only at confirm
+    slots.confirm("", backend)
+    t = trust.load(backend)
+    assert len(t.keys) == 2 and len(t.revoked) == 1     # ed out, ed2 in, lms kept
+    assert power_on(d)[0] == "app 4.0 on sim"            # signed by the key it revoked: still boots
+    with raises(Refused, match="signature by revoked ed25519 key"):
+        install(case("after_old_key"), backend)
+    install(case("after_new_key"), backend)
+    assert power_on(d)[0] == "app 5.0 on sim"

@@ -68,6 +68,13 @@ def cases(tmp_path_factory):
             ("flip_lms_sig", m, sig[:-300] + bytes([sig[-300] ^ 0x40]) + sig[-299:], "signature by lms key"),
             ("flip_sig_count", m, b"\x05" + sig[1:], "5 signatures, at most 4")]:
         reject(name, oc.assemble(mm, ss, good_payload), reason)
+    # key rotation: add ed2 and revoke ed (signed by ed + lms); afterwards ed is refused, ed2 accepted
+    ed2 = oc.EdKey()
+    b["rotate"] = oc.make(oc.app_files("4.0"), hybrid, version="4.0", counter=2,
+                          key_ops=[(bundle.KEY_ADD, ed2.alg, ed2.public),
+                                   (bundle.KEY_REVOKE, ed.alg, ed.public)])
+    b["after_old_key"] = oc.make(oc.app_files("5.0"), hybrid, version="5.0", counter=2)
+    b["after_new_key"] = oc.make(oc.app_files("5.0"), [ed2, lms], version="5.0", counter=2)
     oc.write_case_dir(str(d), b, oc.trust_json(hybrid, policy=bundle.POLICY_HYBRID, floor=bundle.POLICY_LMS))
     (d / "expect.json").write_text(json.dumps({"rejected": rejected}))
     return d
@@ -104,3 +111,8 @@ def test_power_cut_at_every_flash_operation(lane, cases, tmp_path):
 def test_random_cuts_during_download(lane, cases, tmp_path):
     out = run_scenario(lane, "scenario_random_cuts_during_download", cases, tmp_path)
     print([line for line in out.splitlines() if line.startswith("random cuts")])
+
+
+@pytest.mark.parametrize("lane", lanes())
+def test_key_rotation_and_revocation(lane, cases, tmp_path):
+    run_scenario(lane, "scenario_key_rotation", cases, tmp_path)
