@@ -110,7 +110,7 @@ def micropython_target(board):
     return {"version": version,
             "description": "MicroPython %s for %s: the bundle's .mpy files (v%s, -march=%s) are compiled by "
                            "mpy-cross %s; the device must run a MicroPython that loads .mpy v%s"
-                           % (version, board.chip, mpy, board.arch, version, mpy, ),
+                           % (version, board.chip, mpy, board.arch, version, mpy),
             "properties": {"port": deploy.PLATFORM_FOR_CHIP.get(board.chip, board.chip or "?"),
                            "mpy_version": mpy, "mpy_arch": board.arch}}
 
