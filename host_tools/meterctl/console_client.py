@@ -23,7 +23,9 @@ from umeter.console.session import (SessionKeys, client_proof, device_proof, equ
                                     SID_LEN, DIR_TO_DEVICE, DIR_TO_HOST)
 
 DEFAULT_TIMEOUT = 5.0
+REFUSAL_GRACE = 0.5   # after a decoder refusal, how long the real answer may still come
 _READ_SIZE = 256
+_DRAIN_READS = 64
 
 
 class ConsoleError(CliError):
@@ -98,18 +100,29 @@ class ConsoleClient:
             frame = framing.encode(code, seq, payload, flags, tag)
         else:
             frame = framing.encode(code, seq, payload, flags)
+        self._drain()
         self._write(frame)
         return self._await(code, seq)
 
     def _await(self, code, seq):
         deadline = self._clock() + self._timeout
         name = roles.COMMANDS.get(code, ("0x%02x" % code,))[0]
+        refusal = None  # a decoder refusal (command 0, seq 0): ours, or noise ahead of our frame
         while True:
             while self._backlog:
-                got = self._check(self._backlog.pop(0), code, seq, name)
+                r = self._backlog.pop(0)
+                if (not isinstance(r, int) and r.flags & framing.FLAG_ERROR and r.command == 0
+                        and r.seq == 0 and r.flags & framing.FLAG_RESPONSE):
+                    if refusal is None:
+                        refusal = framing.parse_error(r.payload)
+                        deadline = min(deadline, self._clock() + REFUSAL_GRACE)
+                    continue
+                got = self._check(r, code, seq, name)
                 if got is not None:
                     return got
             if self._clock() > deadline:
+                if refusal is not None:
+                    raise ConsoleError(refusal[0], refusal[1], refusal[2], name)
                 raise ProtocolError("no answer from the device to %s within %.1f s" % (name, self._timeout))
             chunk = self._read(_READ_SIZE)
             self._backlog.extend(self._decoder.feed(chunk or b"", self._ms()))
@@ -120,9 +133,6 @@ class ConsoleClient:
             return None  # garbage on the line (the device's answer, if any, follows)
         if not r.flags & framing.FLAG_RESPONSE:
             return None  # our own request echoed
-        if r.flags & framing.FLAG_ERROR and r.command == 0 and r.seq == 0:
-            err, arg, text = framing.parse_error(r.payload)  # the device's decoder refused our frame
-            raise ConsoleError(err, arg, text, name)
         if r.command != code or r.seq != seq:
             return None  # a stale answer to an earlier request
         if r.mac is not None and self._keys is not None:
@@ -137,6 +147,13 @@ class ConsoleClient:
         if self._keys is not None and r.mac is None and code not in (roles.HELLO, roles.AUTH_BEGIN):
             raise ProtocolError("answer to %s carries no session MAC" % name)
         return r
+
+    def _drain(self):
+        """Drop what is waiting on the line (answers to nothing we will ask about), boundedly."""
+        self._backlog = []
+        for _ in range(_DRAIN_READS):
+            if not self._read(_READ_SIZE):
+                break
 
     # --- the public part ------------------------------------------------------------------------------
     def hello(self):
@@ -157,6 +174,7 @@ class ConsoleClient:
         cnonce = os.urandom(NONCE_LEN)
         keys = SessionKeys(key, code, sid, dnonce, cnonce)
         seq = self._next_seq()
+        self._drain()
         self._write(framing.encode(roles.AUTH_FINISH, seq, cnonce + client_proof(key, code, dnonce, cnonce)))
         self._keys = keys  # the answer is checked with the new session's MAC
         try:

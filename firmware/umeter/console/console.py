@@ -234,6 +234,8 @@ class Console:
     def _public_command(self, r, now):
         if r.command == roles.HELLO:
             line = self._public() if callable(self._public) else self._public
+            if isinstance(line, str):
+                line = line.encode()
             return self._reply(r.command, r.seq, bytes(line)[:MAX_PAYLOAD])
         if r.command == roles.AUTH_BEGIN:
             return self._auth_begin(r, now)
