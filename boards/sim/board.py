@@ -66,12 +66,16 @@ def flash():
 
 
 class Powered:
-    """The flash device behind the supply: past the hold-up time no program or erase starts."""
+    """The flash device behind the supply: no program or erase starts that would end past the hold-up."""
 
     def __init__(self, dev, supply):
         self._dev = dev
         self._supply = supply
         self.size, self.sector_size, self.page_size = dev.size, dev.sector_size, dev.page_size
+        from sim.nor import TIMING_US, program_time_us  # the datasheet's typical busy times
+
+        self._program_us = program_time_us
+        self._erase_us = TIMING_US["sector_erase_typ"]
 
     def __getattr__(self, name):
         return getattr(self._dev, name)
@@ -80,11 +84,11 @@ class Powered:
         return self._dev.read(addr, n)
 
     def program(self, addr, data):
-        self._supply.check()
+        self._supply.check(self._program_us(len(data)))
         self._dev.program(addr, data)
 
     def erase_sector(self, addr):
-        self._supply.check()
+        self._supply.check(self._erase_us)
         self._dev.erase_sector(addr)
 
 

@@ -31,6 +31,7 @@ class Boot:
 
     def __init__(self, image, hold_up_ms, checkpoint_s, scenario):
         self.line = PowerFailLine(hold_up_ms)
+        self.other = []  # output lines that were not JSON (shown if the boot fails)
         cmd, env = simapp.headless_command(image, json.dumps(scenario), 10 ** 7, progress_s=1,
                                            checkpoint_s=checkpoint_s, workdir=Path(image).parent)
         env.update(self.line.env())
@@ -41,11 +42,17 @@ class Boot:
         self.boot = self.read()
         if self.boot is None or self.boot.get("event") != "boot":
             self.kill()
-            raise RuntimeError("the firmware did not boot: %r" % (self.boot,))
+            raise RuntimeError("the firmware did not boot: %r; other output: %r"
+                               % (self.boot, self.other[-5:]))
 
     def read(self):
-        line = self.proc.stdout.readline()
-        return json.loads(line) if line else None
+        """The next JSON line; None when the firmware ended. Other lines are kept (self.other)."""
+        for line in self.proc.stdout:
+            try:
+                return json.loads(line)
+            except ValueError:
+                self.other.append(line.rstrip("\n"))
+        return None
 
     def cut(self):
         """The power-fail warning (if any), then the supply is gone."""
@@ -68,6 +75,7 @@ def run_cuts(image, cuts, hold_up_ms, checkpoint_s=10, seed=1, max_s=25, scenari
     backwards = 0
     from_cut_checkpoint = 0  # boots that restored exactly the checkpoint the warning made
     last_seen = prev_restored = None
+    other = 0  # non-JSON output lines seen
     t0 = time.monotonic()
     for _ in range(cuts + 1):
         boot = Boot(image, hold_up_ms, checkpoint_s, scenario)
@@ -86,7 +94,10 @@ def run_cuts(image, cuts, hold_up_ms, checkpoint_s=10, seed=1, max_s=25, scenari
         last_seen = restored
         for _ in range(rng.randint(1, max_s)):
             obj = boot.read()
+            if obj is None:
+                raise RuntimeError("the firmware ended while metering; other output: %r" % boot.other[-5:])
             last_seen = obj["registers_wh"]["1.8.0"]
+        other += len(boot.other)
         warned = boot.cut()
         acks.append(boot.line.last_ack if warned else None)
     used = [a[0] for a in acks if a]
@@ -96,13 +107,15 @@ def run_cuts(image, cuts, hold_up_ms, checkpoint_s=10, seed=1, max_s=25, scenari
             "from_cut_checkpoint": from_cut_checkpoint, "max_holdup_used_us": max(used or [0]),
             "registers_backwards": backwards, "final_wh": final["registers_wh"]["1.8.0"],
             "final_t_s": final["t_s"], "p_t_wh": p_w * final["t_s"] / 3600, "tamper": final["tamper"],
+            "unacknowledged": len(acks) - len(used) if hold_up_ms > 0 else 0, "other_output": other,
             "host_s": time.monotonic() - t0}
 
 
 def summary(fig):
     return ("%(cuts)d cuts, hold-up %(hold_up_ms)g ms: lost %(lost_wh).3f Wh in all, at most "
             "%(max_lost_wh).3f Wh per cut (checkpoint every %(checkpoint_s)d s); %(acknowledged)d warnings "
-            "acknowledged, %(from_cut_checkpoint)d boots restored the cut's own checkpoint, longest handling "
+            "acknowledged (%(unacknowledged)d not: the hold-up ran out), %(from_cut_checkpoint)d boots "
+            "restored the cut's own checkpoint, longest handling "
             "%(max_holdup_used_us)d simulated us; registers went backwards %(registers_backwards)d times; "
             "end: %(final_wh).3f Wh after %(final_t_s)d metered s (P*t = %(p_t_wh).3f Wh); "
             "%(host_s).1f host s" % fig)

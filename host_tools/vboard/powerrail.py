@@ -7,8 +7,9 @@ and the headless runner's tests).
   allocation) and runs the meter's power-fail handler or its clean stop.
 - Hold-up: after the edge, the firmware has UMETER_HOLD_UP_MS (default 20) of *simulated* time, counted
   on the simulated flash's clock (its program/erase busy time: sample time stops with the mains). A
-  program or erase that would start after that finds the supply gone: the firmware stops for good and
-  the host's SIGKILL ends it. (CPU time is not modelled: the checkpoint's cost is its flash time.)
+  program or erase that would not end within it (typical datasheet times, sim/nor.py) never starts:
+  the firmware stops for good and the host's SIGKILL ends it. (CPU time is not modelled: the
+  checkpoint's cost is its flash time.)
 - Acknowledgement: lines on fd UMETER_VB_PF_ACK_FD: "wired" once the meter watches the input, and
   "done <simulated us used> <checkpoint seq>" when the handler is done, so the host cuts at once.
 After the edge no sample block is read any more (the mains are gone): the meter idles until killed."""
@@ -66,9 +67,10 @@ class PowerRail:
             seq = meter.stop()
         self._tell(b"done %d %d\n" % (self._clock_us() - t0, seq or 0))
 
-    def check(self):
-        """Before each flash program/erase: past the hold-up deadline the supply is gone."""
-        if self.deadline is not None and self._clock_us() > self.deadline:
+    def check(self, duration_us):
+        """Before each flash program/erase lasting duration_us: one that would end past the hold-up
+        deadline never starts (the supply is gone before it could finish)."""
+        if self.deadline is not None and self._clock_us() + duration_us > self.deadline:
             self.dead()
 
     def dead(self):
