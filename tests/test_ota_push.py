@@ -4,6 +4,7 @@ the boot stage verifies and starts it in trial mode, the app confirms, and `mete
 version, the security counter and the same software id as the bundle."""
 import json
 import sys
+import time
 
 import pytest
 
@@ -105,3 +106,40 @@ def test_push_resumes_after_power_cut_and_broken_connection(board, capsys):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_the_real_app_runs_from_a_verified_slot(tmp_path, capsys):
+    """The whole firmware (sources, sim board.py) as a signed bundle: pushed, booted by the boot stage from
+    slot a (its directory first on sys.path), metering, identified; then confirmed by hand (the app's own
+    confirmation call is the integrator's, SLOTS.md section 6)."""
+    from meterctl.bench_ota_install import app_files
+
+    d = tmp_path / "board"
+    d.mkdir()
+    (d / "main.py").write_text("print('bare board')\n")
+    key = oc.EdKey()
+    data = oc.make(app_files(), [key], version="0.1.0-signed", counter=1)
+    with VirtualBoard(d, heapsize="24M", env={"UMETER_SIM_SPEED": "20"}) as vb:
+        assert vb.wait_ready()
+        with Remote(vb.pty_path) as dev:
+            dev.exec("from umeter.ota import trust, slots\n"
+                     "trust.provision(slots.default_backend(), 'sim', 'py', [(1, bytes.fromhex(%r))], 1, 1)\n"
+                     % key.public.hex())
+        sid, _, _ = ota_push.push(vb.pty_path, data, timeout=10)
+        (d / "main.py").unlink()
+        vb.restart()
+        assert vb.wait_ready(20)
+        deadline = time.monotonic() + 60
+        while True:
+            code, out, err = meterctl(capsys, "status", "--port", vb.pty_path, "--json")
+            if code == 0 and json.loads(out)["windows"] >= 2:
+                break
+            assert time.monotonic() < deadline, out + err
+            time.sleep(0.5)
+        with Remote(vb.pty_path) as dev:
+            assert dev.exec("import umeter.app\nprint(umeter.app.__file__)").strip() == "slot_a/umeter/app.py"
+            assert dev.exec("from umeter.ota import slots\nprint(slots.confirm())").strip() == "True"
+        code, out, err = meterctl(capsys, "id", "--port", vb.pty_path, "--json")
+        info = json.loads(out)
+        got = (info["slot"], info["version"], info["software_id"], info["trial"])
+        assert got == ("a", "0.1.0-signed", sid, False), info
