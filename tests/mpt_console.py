@@ -377,3 +377,29 @@ def test_set_role_key_then_login_with_it():
     h.login(roles.ADMIN)
     a = h.request(roles.SET_ROLE_KEY, b"\x09" + new, encrypt=True)
     assert error_of(a) == framing.ERR_BAD_PAYLOAD
+
+
+class FailingBackend(MemBackend):
+    """Storage that can no longer write the failure counter (full, or worn out)."""
+
+    def save(self, name, data):
+        if name == "authfail":
+            raise OSError(28, "no space")
+        MemBackend.save(self, name, data)
+
+
+def test_counter_that_cannot_be_stored_refuses_the_login():
+    backend = FailingBackend()
+    c = make_console(backend)
+    h = Host(c)
+    a = h.login(roles.ADMIN)  # the right key: still refused, the attempt could not be counted
+    assert error_of(a) == ERR_INTERNAL and c.role == "none" and h.keys is None
+    assert error_of(h.request(0x10)) == ERR_NOT_AUTHENTICATED
+
+    class Unreadable(MemBackend):
+        def load(self, name):
+            raise OSError(5, "EIO")
+
+    c = make_console(Unreadable(), keys=False)
+    assert sorted(c.rolekeys.damage) == ["authfail", "rolekeys"]
+    assert error_of(Host(c).login(roles.READER)) == ERR_NO_KEY

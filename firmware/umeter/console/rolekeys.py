@@ -84,7 +84,7 @@ class RoleKeys:
             data = _open(self._backend.load(KEYS_BLOB))
             if data is not None and (len(data) != 1 + 33 * len(ROLES) or data[0] != _VERSION):
                 raise ValueError("unknown layout")
-        except ValueError as e:
+        except Exception as e:  # damaged, or the storage cannot be read (KeystoreError)
             self.damage["rolekeys"] = "role keys %s: no role can log in; provision the role keys again" % e
             return
         if data is None:
@@ -136,7 +136,7 @@ class RoleKeys:
             data = _open(self._backend.load(FAILS_BLOB))
             if data is not None and (len(data) != 1 + 6 * len(ROLES) or data[0] != _VERSION):
                 raise ValueError("unknown layout")
-        except ValueError:
+        except Exception:  # damaged, or the storage cannot be read
             # Never 'fresh' on damage: every role starts at the longest back-off.
             self.damage["authfail"] = "failed-attempt counters damaged: back-off at its maximum"
             for role in ROLES:
