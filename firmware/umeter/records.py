@@ -29,9 +29,10 @@ EV_POWER_FAIL = const(3)   # arg: engine time in s
 EV_FAULT = const(4)        # arg: faults so far; text: exception type and message
 EV_KEY_EPOCH = const(5)    # arg: new key epoch
 EV_STORE = const(6)        # arg: 0; text: what the store reported (e.g. a retired sector)
+EV_OTA = const(7)          # arg: the update event's number; text: "<name> <slot> <arg> <text>" (ota/SLOTS.md)
 
 EVENT_NAMES = {EV_BOOT: "boot", EV_TAMPER: "tamper", EV_POWER_FAIL: "power_fail", EV_FAULT: "fault",
-               EV_KEY_EPOCH: "key_epoch", EV_STORE: "store"}
+               EV_KEY_EPOCH: "key_epoch", EV_STORE: "store", EV_OTA: "ota"}
 
 
 def profile(body):
