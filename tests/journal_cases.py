@@ -207,7 +207,8 @@ def check_record_ending_in_ff_survives_remount():
     for i in range(5000):
         s = j.next_seq
         p = b"%05d" % i
-        pre = s.to_bytes(6, "little") + bytes([5, 0, L.REC_TAG, 0xFF])
+        rel = s - j.bl - (j.bh << 24)
+        pre = s.to_bytes(6, "little") + bytes([5, 0, rel & 0xFF, rel >> 8])
         if crc32(p, crc32(pre)) >> 24 == 0xFF:
             break
     acked.append((j.append(p), p))

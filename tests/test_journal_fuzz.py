@@ -29,8 +29,8 @@ def header(base, good):
     return body + le(c, 4)
 
 
-def record(seq, payload, good_h, good_p):
-    hdr = le(len(payload), 2) + bytes([L.REC_TAG, 0xFF])
+def record(seq, rel, payload, good_h, good_p):
+    hdr = le(len(payload), 2) + le(rel, 2)
     pre = le(seq, 6) + hdr
     h = crc32(pre) ^ (0 if good_h else 4)
     p = crc32(payload, crc32(pre)) ^ (0 if good_p else 8)
@@ -63,14 +63,15 @@ def build(pieces):
         elif p[0] == "rec":
             _, sec, unit, delta, payload, gh, gp = p
             base = bases_of.get(sec, 1)
-            seq = base + unit + delta          # delta != 0: a record copied to the wrong position
+            rel = max(unit - delta, 0)          # delta < 0: rel above the unit, not a place it can be
+            seq = base + rel
             off = 16 + 16 * unit
-            r = record(max(seq, 0), payload, gh, gp)
-            if off + len(r) > SS - 32:
+            if off + 12 + len(payload) > SS - 32 or seq >= SEQ_LIMIT:
                 continue
+            r = record(seq, rel, payload, gh, gp)
             at = sec * SS + off
             mem[at:at + len(r)] = r
-            if gh and gp and delta == 0:
+            if gh and gp and rel <= unit:
                 genuine.setdefault(seq, set()).add(payload)
         elif p[0] == "vouch":
             _, sec, b = p

@@ -7,9 +7,9 @@ revision 3).
     j.last_seq, j.next_seq, j.max_payload, j.stats(payload_size=64), j.capacity(payload_size)
     Journal.format(dev)              # explicit wipe
 
-Seqs are positional: a record at byte offset o of a sector with base b has seq b + (o - 16) // 16, and
-a new sector's base is the next seq of the head, so a sector's seqs lie in [b, b + max_slots) and below
-the next sector's base. on_drop(first_seq, last_seq) is called before ring retention erases a sector
+Seqs are bounded by position: a record at unit u (byte offset 16 + 16 u) of a sector with base b has a
+seq b + rel with rel <= u, consecutive from record to record; a new sector's base is the next seq, so a
+sector's seqs lie in [b, b + max_slots) and below the next sector's base. on_drop(first_seq, last_seq) is called before ring retention erases a sector
 holding records; it may append (small records go into the head's reserve, see JOURNAL.md 6).
 Modules: journal_layout (bytes), journal_io (buffers), journal_mount (mount), journal_write (append).
 """
@@ -48,7 +48,7 @@ class Journal:
         self.head = m.head
         self.bh, self.bl = m.base_hi, m.base_lo
         self.ap = m.ap
-        self.floor_units = m.floor_units
+        self.next_units = m.next_units
         self.vouch_k = m.vouch
         self.head_records = m.head_records
         self.last_sec, self.last_hi, self.last_lo = m.last_sec, m.last_hi, m.last_lo
@@ -59,22 +59,20 @@ class Journal:
         if self.head < 0:
             self.nh, self.nl = 0, 1
         else:
-            self.set_next_from_ap()
+            self.set_next()
 
     # --- state the write path shares ---------------------------------------------------------------
     def closed(self):
-        return (self.ap - L.AREA0) >> 4 < self.floor_units
+        """The next seq does not fit the head: a record at unit u may carry base + u at most."""
+        return (self.ap - L.AREA0) >> 4 < self.next_units
 
     def room_end(self):
         if self.in_drop or self.ap == L.AREA0:
             return self.io.end
         return self.io.end - self.reserve
 
-    def set_next_from_ap(self):
-        u = (self.ap - L.AREA0) >> 4
-        if u < self.floor_units:
-            u = self.floor_units
-        lo = self.bl + u
+    def set_next(self):
+        lo = self.bl + self.next_units
         self.nh = self.bh + (lo >> 24)
         self.nl = lo & L.HALF_MASK
 
@@ -146,11 +144,12 @@ class Journal:
             stop = self.ap if sec == self.head else io.end
             if off + L.UNIT > stop:
                 return
-            lo = bl + ((off - L.AREA0) >> 4)
-            hi = bh + (lo >> 24)
-            lo &= L.HALF_MASK
-            n = io.header(addr, off, hi, lo, self.max_payload)
-            if n > 0:
+            r = io.header(addr, off, bh, bl, self.max_payload)
+            if r > 0:
+                n = r >> 16
+                lo = bl + (r & 0xFFFF)
+                hi = bh + (lo >> 24)
+                lo &= L.HALF_MASK
                 later = (hi > sh or (hi == sh and lo >= sl)) and (hi > lh or (hi == lh and lo > ll))
                 p = io.payload(addr, off, n) if later else b""
                 if p is not None:
@@ -159,7 +158,7 @@ class Journal:
                         yield hi, lo, p
                     off += L.extent(n)
                     continue
-            elif n == IO.BLANK:
+            elif r == IO.BLANK:
                 if sec != self.head and io.blank(addr + off, io.end - off):
                     return
                 off += L.UNIT
@@ -197,7 +196,7 @@ class Journal:
                 W.load_header(self, sec)
                 bh, bl = L.get_hi(self.io.hdr, 4), L.get_lo(self.io.hdr, 4)
                 stop = self.ap if sec == head else self.io.end
-                c, _, _, first, _ = M.scan(self.io, sec, bh, bl, stop, self.max_payload)
+                c, _, _, first, _, _ = M.scan(self.io, sec, bh, bl, stop, self.max_payload)
                 if c and not oldest:
                     oldest = L.seq_int(bh, bl) + first - 1
                 if sec != head:

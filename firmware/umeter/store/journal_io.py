@@ -9,7 +9,7 @@ from . import journal_layout as L
 
 BLANK = 0           # probe(): the 8 header bytes are all 0xFF
 BAD = -1            # probe(): the header does not check (torn, rotted, or not a record)
-# probe() > 0: a valid record of that many payload bytes; < -1: header good, payload bad, n = -2 - code
+# probe() > 0: (n << 16) | rel of a valid record; < -1: header good, payload bad, -2 - (n << 16 | rel)
 
 
 class FlashIO:
@@ -104,30 +104,34 @@ class FlashIO:
             addr += k
             n -= k
 
-    def header(self, sec_addr, off, hi, lo, limit):
-        """The record header at unit offset off of the sector at sec_addr, whose seq is (hi, lo):
-        its payload length, BLANK or BAD. Leaves self.rec = the header, self.state = its hcrc."""
+    def header(self, sec_addr, off, base_hi, base_lo, limit):
+        """The record header at unit offset off of the sector at sec_addr (base (base_hi, base_lo)):
+        (n << 16) | rel for a good one (payload length n, seq = base + rel), BLANK or BAD. Leaves
+        self.rec = the header, self.state = its hcrc."""
         rec = self.rec
         self.readinto(sec_addr + off, rec)
         if L.count_bytes(rec, L.REC_HDR, 0xFF) == L.REC_HDR:
             return BLANK
-        if hi >= L.HALF:
-            return BAD                          # past 2**48: no record can carry that seq
+        if base_hi >= L.HALF:
+            return BAD
         room = self.end - off - L.REC_HDR - L.REC_CRC
-        n = L.record_length(rec, self.pre, hi, lo, self.state, limit if limit < room else room)
-        return n if n > 0 else BAD
+        r = L.record_fields(rec, self.pre, base_hi, base_lo, (off - L.AREA0) >> 4, self.state,
+                            limit if limit < room else room)
+        return r if r > 0 else BAD
 
-    def probe(self, sec_addr, off, hi, lo, limit):
-        """Classify the record at unit offset off: header() and then its payload CRC (see BLANK)."""
-        n = self.header(sec_addr, off, hi, lo, limit)
-        if n <= 0:
-            return n
+    def probe(self, sec_addr, off, base_hi, base_lo, limit):
+        """header(), then the payload CRC: (n << 16) | rel when valid, -2 - that when only the header
+        is good, BLANK or BAD."""
+        r = self.header(sec_addr, off, base_hi, base_lo, limit)
+        if r <= 0:
+            return r
+        n = r >> 16
         a = sec_addr + off + L.REC_HDR
         self.crc_flash(a, n)
         self.readinto(a + n, self.crc4)
         if L.eq4(self.state, 0, self.crc4, 0):
-            return n
-        return -2 - n
+            return r
+        return -2 - r
 
     def payload(self, sec_addr, off, n):
         """The payload of the record whose header() was just read (a fresh bytes object, the caller keeps

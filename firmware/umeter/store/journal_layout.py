@@ -18,9 +18,8 @@ TRAILER = const(32)             # backup header (14) + 2 x 0xFF + vouch counter 
 VOUCH_LEN = const(16)           # unary counter: 128 bits
 VOUCH_MAX = const(128)
 UNIT = const(16)                # records start on 16-byte boundaries; seq = base + unit index
-REC_HDR = const(8)              # length(2) tag(1) 0xFF(1) hcrc(4)
+REC_HDR = const(8)              # length(2) rel(2) hcrc(4)
 REC_CRC = const(4)              # pcrc after the payload
-REC_TAG = const(0xA5)
 HALF = const(1 << 24)           # seqs are 48-bit: hi * HALF + lo, both < 2**24
 HALF_MASK = const(0xFFFFFF)
 
@@ -216,12 +215,12 @@ def seq_prefix(pre, hi, lo, rec):
     pre[9] = rec[3]
 
 
-def encode_record_header(rec, n, pre, hi, lo, state):
-    """rec[0:8] for an n-byte payload at seq (hi, lo); leaves state = CRC of the prefix (= hcrc)."""
+def encode_record_header(rec, n, rel, pre, hi, lo, state):
+    """rec[0:8] for an n-byte payload with seq (hi, lo) = base + rel; leaves state = its hcrc."""
     rec[0] = n & 0xFF
     rec[1] = n >> 8
-    rec[2] = REC_TAG
-    rec[3] = 0xFF
+    rec[2] = rel & 0xFF
+    rec[3] = rel >> 8
     seq_prefix(pre, hi, lo, rec)
     crc_clear(state)
     crc_update(state, pre, 0, 10)
@@ -229,26 +228,23 @@ def encode_record_header(rec, n, pre, hi, lo, state):
         rec[4 + k] = state[k]
 
 
-def record_length(rec, pre, hi, lo, state, limit):
-    """Payload length of the record header rec[0:8] at seq (hi, lo), or -1 when it does not check
-    (wrong tag, length out of 1..limit, hcrc). Leaves state = hcrc, ready to continue with the payload."""
-    if rec[2] != REC_TAG or rec[3] != 0xFF:
-        return -1
+def record_fields(rec, pre, base_hi, base_lo, unit, state, limit):
+    """(n << 16) | rel of the record header rec[0:8] at unit index `unit` of a sector whose base is
+    (base_hi, base_lo), or -1 when it does not check (length out of 1..limit, rel above the unit,
+    hcrc). Leaves state = the hcrc, ready to continue with the payload."""
     n = rec[0] | (rec[1] << 8)
     if n < 1 or n > limit:
         return -1
-    seq_prefix(pre, hi, lo, rec)
+    rel = rec[2] | (rec[3] << 8)
+    if rel > unit:
+        return -1
+    lo = base_lo + rel
+    hi = base_hi + (lo >> 24)
+    if hi >= HALF:
+        return -1                       # past 2**48: no record carries such a seq
+    seq_prefix(pre, hi, lo & HALF_MASK, rec)
     crc_clear(state)
     crc_update(state, pre, 0, 10)
     if not eq4(state, 0, rec, 4):
         return -1
-    return n
-
-
-def add_units(hi, lo, units):
-    """(hi, lo) + units as halves: returns the new lo; the caller adds carry_of() to hi."""
-    return (lo + units) & HALF_MASK
-
-
-def carry_of(lo, units):
-    return (lo + units) >> 24
+    return (n << 16) | rel

@@ -22,7 +22,7 @@ class Mounted:
         self.head = -1
         self.base_hi = self.base_lo = 0     # the head's base
         self.ap = L.AREA0                   # where the next record goes in the head
-        self.floor_units = 0                # next seq >= base + floor_units (beyond ap when closed)
+        self.next_units = 0                 # next seq = base + next_units
         self.vouch = 0                      # the head's vouch counter
         self.head_records = 0
         self.last_sec = -1                  # sector of the newest valid record (-1: none), and its seq
@@ -99,36 +99,36 @@ def predecessor(kinds, n, sec):
 
 
 def scan(io, sec, hi, lo, stop, limit):
-    """Walk the records of one sector, those starting before offset stop: (valid count, unit index of
-    the newest valid record + 1 or 0, damaged runs, unit index of the first record with a good header
-    + 1 or 0, offset past the extent of the last record with a good header). Same rules as records()
-    (JOURNAL.md 4)."""
+    """Walk the records of one sector (base (hi, lo)) that start before offset stop. Returns (valid
+    count, rel + 1 of the newest valid record or 0, damaged runs, rel + 1 of the first record with a
+    good header or 0, offset past the extent of the last record with a good header, rel + 1 of that
+    record or 0). Same rules as records() (JOURNAL.md 4)."""
     addr = sec * io.ss
     off = L.AREA0
-    count = newest = bad = first = 0
+    count = newest = bad = first = last = 0
     reach = L.AREA0
     in_bad = False
     while off + L.UNIT <= stop:
-        u = (off - L.AREA0) >> 4
-        s_lo = lo + u
-        r = io.probe(addr, off, hi + (s_lo >> 24), s_lo & L.HALF_MASK, limit)
+        r = io.probe(addr, off, hi, lo, limit)
         if r > 0 or r < IO.BAD:
+            f = r if r > 0 else -2 - r
+            rel = f & 0xFFFF
             if not first:
-                first = u + 1
-            n = r if r > 0 else -2 - r
-            if off + L.extent(n) > reach:
-                reach = off + L.extent(n)
-        if r > 0:
-            count += 1
-            newest = u + 1
-            in_bad = False
-            off += L.extent(r)
-            continue
+                first = rel + 1
+            if rel + 1 > last:
+                last = rel + 1
+            reach = off + L.extent(f >> 16)
+            if r > 0:
+                count += 1
+                newest = rel + 1
+                in_bad = False
+                off = reach
+                continue
         if r != IO.BLANK and not in_bad:
             bad += 1
             in_bad = True
         off += L.UNIT
-    return count, newest, bad, first, reach
+    return count, newest, bad, first, reach, last
 
 
 def mount(io, n, limit):
@@ -172,14 +172,16 @@ def mount(io, n, limit):
         if kinds[i] == K_DIRTY and i != nxt:
             raise StoreError("not a journal: sector %d is neither journal nor blank (left untouched)" % i)
     e = io.last_used(head * ss, L.AREA0, io.end)
-    ap = (e + L.UNIT - 1) & ~(L.UNIT - 1)
-    count, newest, bad, _, reach = scan(io, head, hh, hl, ap, limit)
-    if reach > ap:
-        ap = reach          # a record's last bytes may read 0xFF (a pcrc byte, say): still its own
+    e16 = (e + L.UNIT - 1) & ~(L.UNIT - 1)
+    count, newest, bad, _, reach, last = scan(io, head, hh, hl, e16, limit)
+    # a record's last bytes may read 0xFF (a pcrc byte, say): they are still its own
+    ap = reach if reach > e16 else e16
     m.ap = ap
     m.head_records, m.corrupt = count, bad
-    units = (ap - L.AREA0) >> 4
-    m.floor_units = floor if floor > units else units
+    # seqs go on from the last record with a good header; bytes after it (a torn header) may have
+    # used the next one, and any seq there is below base + the unit index (JOURNAL.md 3.2)
+    units = last if e16 <= reach else (ap - L.AREA0) >> 4
+    m.next_units = floor if floor > units else units
     if newest:
         _set_last(m, head, hh, hl, newest - 1)
         return m
@@ -192,7 +194,7 @@ def mount(io, n, limit):
         if not L.header_ok(io.hdr, io.state):
             io.read_header(sec * ss + ss - L.TRAILER)
         bh, bl = L.get_hi(io.hdr, 4), L.get_lo(io.hdr, 4)
-        c, newest, _, _, _ = scan(io, sec, bh, bl, io.end, limit)
+        c, newest, _, _, _, _ = scan(io, sec, bh, bl, io.end, limit)
         if newest:
             _set_last(m, sec, bh, bl, newest - 1)
             break

@@ -39,10 +39,11 @@ def append(j, payload):
     hi, lo = j.nh, j.nl
     if hi >= L.HALF:
         raise StoreError("sequence numbers exhausted")
+    rel = j.next_units
     sec = j.head * io.ss
     at = sec + j.ap
     rec = io.rec
-    L.encode_record_header(rec, n, io.pre, hi, lo, io.state)
+    L.encode_record_header(rec, n, rel, io.pre, hi, lo, io.state)
     # 1. the header alone: no byte of the payload (ciphertext) leaves the MCU before it is on flash, so
     #    a cut that changed no bit reuses a seq under which nothing secret was sent (JOURNAL.md 2)
     io.program(at, rec)
@@ -54,13 +55,13 @@ def append(j, payload):
     L.crc_update(io.state, payload, 0, n)
     _program_body(io, at + L.REC_HDR, payload, n)
     # 3. read back: only a record that checks is acknowledged
-    if io.probe(sec, j.ap, hi, lo, j.max_payload) != n:
-        j.ap += ext
+    if io.probe(sec, j.ap, j.bh, j.bl, j.max_payload) != (n << 16) | rel:
         worn(j, "a record did not program in sector %d" % j.head)
     j.ap += ext
     j.head_records += 1
     j.last_sec, j.last_hi, j.last_lo = j.head, hi, lo
-    j.set_next_from_ap()
+    j.next_units = rel + 1
+    j.set_next()
     return L.seq_int(hi, lo)
 
 
@@ -188,7 +189,7 @@ def _new_head(j, v):
     j.kinds[v] = M.K_LIVE
     j.head, j.bh, j.bl = v, j.nh, j.nl
     j.ap = L.AREA0
-    j.floor_units = 0
+    j.next_units = 0
     j.head_records = 0
     j.vouch_k = 0
     j.gen += 1
@@ -218,6 +219,7 @@ def _reuse(j, h):
     j.head = p                          # should this erase fail, p is the head mount will find
     load_header(j, p)
     j.bh, j.bl = L.get_hi(io.hdr, 4), L.get_lo(io.hdr, 4)
+    j.next_units = units_above(j, j.nh, j.nl, j.bh, j.bl)     # the same next seq, from p's base
     j.vouch_k = k
     j.ap = io.end
     j.head_records = 0
