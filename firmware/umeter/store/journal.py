@@ -9,8 +9,9 @@ revision 3).
 
 Seqs are bounded by position: a record at unit u (byte offset 16 + 16 u) of a sector with base b has a
 seq b + rel with rel <= u, consecutive from record to record; a new sector's base is the next seq, so a
-sector's seqs lie in [b, b + max_slots) and below the next sector's base. on_drop(first_seq, last_seq) is called before ring retention erases a sector
-holding records; it may append (small records go into the head's reserve, see JOURNAL.md 6).
+sector's seqs lie in [b, b + max_slots) and below the next sector's base. on_drop(first_seq, last_seq)
+is called before ring retention erases a sector holding records; it may append (small records go
+into the head's reserve, see JOURNAL.md 6).
 Modules: journal_layout (bytes), journal_io (buffers), journal_mount (mount), journal_write (append).
 """
 from . import journal_io as IO
