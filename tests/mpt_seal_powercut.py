@@ -45,55 +45,58 @@ class Spy:
 
 class NonceBook:
     """(epoch, seq) -> the first FP bytes of the tag, for every record whose ciphertext reached a program
-    call. Flat 12-byte entries (seq u32, epoch u32, fingerprint) in one bytearray, sorted by seq: no
-    heap object per entry (on 32-bit ports every int >= 2**30 is one, and thousands of them in a dict
-    fragment a board-sized heap). The journal hands out seqs in increasing order, so entries are
-    appended; one out of order (a journal bug) is inserted in place and still found."""
+    call. Flat 12-byte entries (seq u32, epoch u32, fingerprint) in 6 KB chunks, sorted by seq: no heap
+    object per entry (on 32-bit ports every int >= 2**30 is one, and thousands of them in a dict
+    fragment a board-sized heap) and no large block to grow. The journal hands out seqs in increasing
+    order, so entries are appended; one out of order (a journal bug) goes to a short side list and is
+    still found."""
 
     ENTRY = 12
     FP = 4
+    CHUNK = 512  # entries per chunk
 
-    def __init__(self, capacity):
-        self._b = bytearray(capacity * self.ENTRY)
+    def __init__(self):
+        self._chunks = []
+        self._late = []  # (epoch, seq, fingerprint) added below the newest seq
         self.n = 0
 
-    def _seq(self, i):
-        return struct.unpack_from("<I", self._b, i * self.ENTRY)[0]
+    def __len__(self):
+        return self.n + len(self._late)
 
-    def _first(self, seq):
-        # index of the first entry with a seq >= seq (bisection)
-        lo, hi = 0, self.n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self._seq(mid) < seq:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+    def _field(self, i, at):
+        c = self._chunks[i // self.CHUNK]
+        return struct.unpack_from("<I", c, (i % self.CHUNK) * self.ENTRY + at)[0]
 
     def get(self, epoch, seq):
         """The fingerprint stored for (epoch, seq), or None."""
-        i = self._first(seq)
-        while i < self.n and self._seq(i) == seq:
-            o = i * self.ENTRY
-            if struct.unpack_from("<I", self._b, o + 4)[0] == epoch:
-                return bytes(self._b[o + 8:o + self.ENTRY])
-            i += 1
+        lo, hi = 0, self.n
+        while lo < hi:  # first entry with a seq >= seq
+            mid = (lo + hi) // 2
+            if self._field(mid, 0) < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        while lo < self.n and self._field(lo, 0) == seq:
+            if self._field(lo, 4) == epoch:
+                o = (lo % self.CHUNK) * self.ENTRY + 8
+                return bytes(self._chunks[lo // self.CHUNK][o:o + self.FP])
+            lo += 1
+        for e, q, fp in self._late:
+            if e == epoch and q == seq:
+                return fp
         return None
 
     def add(self, epoch, seq, tag):
         assert 0 < seq < 2 ** 30 and 0 <= epoch < 2 ** 30  # this test's range: small ints on every port
-        e = self.ENTRY
-        if (self.n + 1) * e > len(self._b):
-            grown = bytearray(len(self._b) * 3 // 2)
-            grown[:len(self._b)] = self._b
-            self._b = grown
-        i = self.n if self.n == 0 or self._seq(self.n - 1) <= seq else self._first(seq)
-        b = self._b
-        if i < self.n:
-            b[(i + 1) * e:(self.n + 1) * e] = b[i * e:self.n * e]
-        struct.pack_into("<II", b, i * e, seq, epoch)
-        b[i * e + 8:(i + 1) * e] = tag[:self.FP]
+        if self.n and seq < self._field(self.n - 1, 0):
+            self._late.append((epoch, seq, bytes(tag[:self.FP])))
+            return
+        if self.n % self.CHUNK == 0:
+            self._chunks.append(bytearray(self.CHUNK * self.ENTRY))
+        c = self._chunks[self.n // self.CHUNK]
+        o = (self.n % self.CHUNK) * self.ENTRY
+        struct.pack_into("<II", c, o, seq, epoch)
+        c[o + 8:o + self.ENTRY] = tag[:self.FP]
         self.n += 1
 
 
@@ -121,7 +124,7 @@ def run(rotate_per_boot, name):
     dev = Spy(NorFlash(16 * 4096, seed=3, path=tmpdir() + "/" + name + ".img"))
     ks = open_keystore(tmpdir() + "/" + name)
     ks.provision(KEY)
-    on_flash = NonceBook(4 * CUTS)  # records whose ciphertext reached a program call (~3.5 per cut)
+    on_flash = NonceBook()  # records whose ciphertext reached a program call
     resealed = 0    # nonces sealed again after a cut that left no ciphertext on flash (allowed)
     counter = cuts = torn = 0   # torn: appends cut after ciphertext went to the flash
     j, s = boot(dev, ks, rotate_per_boot)
@@ -163,7 +166,7 @@ def run(rotate_per_boot, name):
     assert n >= 16 and op.unverified <= 1 and op.verified == n - op.unverified
     print("cuts", cuts, "torn appends with ciphertext", torn, "sealed", counter,
           "cut before ciphertext reached flash", resealed, "on flash now", n, "epochs", ks.epoch,
-          "nonce book entries", on_flash.n)
+          "nonce book entries", len(on_flash))
     assert torn > 100  # the cuts really hit records in flight
 
 
@@ -176,12 +179,13 @@ def test_nonce_unique_across_power_cuts_with_epoch_per_boot():
 
 
 def test_nonce_book_finds_what_it_holds_in_and_out_of_order():
-    book = NonceBook(2)
-    for seq in range(1, 40, 3):
-        book.add(7, seq, bytes((seq, 1, 2, 3, 4)))
-    book.add(8, 4, b"\xaa\xbb\xcc\xdd")   # same seq, other epoch
-    book.add(9, 2, b"\x01\x02\x03\x04")   # out of order
-    assert book.n == 15
-    assert book.get(7, 4) == bytes((4, 1, 2, 3)) and book.get(8, 4) == b"\xaa\xbb\xcc\xdd"
-    assert book.get(9, 2) == b"\x01\x02\x03\x04" and book.get(7, 2) is None and book.get(7, 5) is None
-    assert [book.get(7, seq) is not None for seq in range(1, 40, 3)] == [True] * 13
+    book = NonceBook()
+    for seq in range(1, 3000, 3):  # two chunks
+        book.add(7, seq, bytes((seq & 0xFF, 1, 2, 3, 4)))
+    book.add(8, 2998, b"\xaa\xbb\xcc\xdd")  # same seq, other epoch
+    book.add(9, 2, b"\x01\x02\x03\x04")     # out of order
+    assert len(book) == 1002
+    assert book.get(7, 4) == bytes((4, 1, 2, 3)) and book.get(7, 2998) == bytes((2998 & 0xFF, 1, 2, 3))
+    assert book.get(8, 2998) == b"\xaa\xbb\xcc\xdd" and book.get(9, 2) == b"\x01\x02\x03\x04"
+    assert book.get(7, 2) is None and book.get(7, 5) is None and book.get(8, 4) is None
+    assert all(book.get(7, seq) is not None for seq in range(1, 3000, 3))
