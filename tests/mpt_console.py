@@ -403,3 +403,21 @@ def test_counter_that_cannot_be_stored_refuses_the_login():
     c = make_console(Unreadable(), keys=False)
     assert sorted(c.rolekeys.damage) == ["authfail", "rolekeys"]
     assert error_of(Host(c).login(roles.READER)) == ERR_NO_KEY
+
+
+def test_status_and_sequence_end():
+    c = make_console(keys=False)
+    c.rolekeys.set_key(roles.READER, ROLE_KEYS[roles.READER])
+    st = c.status()
+    assert st["session"] == "none" and st["roles"]["admin"]["key_id"] is None
+    assert len(st["roles"]["reader"]["key_id"]) == 16 and st["damage"] == {}
+    assert repr(ROLE_KEYS[roles.READER]) not in repr(st)
+    h = Host(c)
+    h.seq = framing.MAX_SEQ - 4  # auth_begin, auth_finish take the next two
+    assert not error_of(h.login(roles.READER))
+    assert c.status()["session"] == "reader"
+    assert not error_of(h.request(0x10)) and h.seq == framing.MAX_SEQ - 1
+    assert not error_of(h.request(0x10, seq=framing.MAX_SEQ))  # the last one a session has
+    assert error_of(h.request(0x10, seq=framing.MAX_SEQ)) == ERR_REPLAY
+    assert error_of(h.request(0x10, seq=1)) == ERR_REPLAY
+    assert c.status()["roles"]["reader"]["failures"] == 0

@@ -86,6 +86,12 @@ class Console:
         """Name of the logged-in role, or 'none'."""
         return roles.ROLE_NAMES[self._session.role if self._session else roles.PUBLIC]
 
+    def status(self):
+        """For the app's status: the logged-in role and the role keys' state (no key material)."""
+        st = self.rolekeys.status()
+        st["session"] = self.role
+        return st
+
     def end_session(self):
         self._session = None
         self._challenge = None

@@ -130,6 +130,15 @@ class RoleKeys:
         self.damage.pop("rolekeys", None)
         self._event(EV_ROLE_KEY, 0, "erase all")
 
+    def status(self):
+        """What status may show: key ids (never keys), failures and back-off per role, damage."""
+        roles = {}
+        for role in ROLES:
+            key = self._keys.get(role)
+            roles[ROLE_NAMES[role]] = {"key_id": role_key_id(key) if key is not None else None,
+                                       "failures": self._fails[role], "backoff_ms": self._wait[role]}
+        return {"roles": roles, "damage": dict(self.damage)}
+
     # --- failed attempts ------------------------------------------------------------------------------
     def _load_fails(self):
         try:
