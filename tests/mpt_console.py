@@ -421,3 +421,14 @@ def test_status_and_sequence_end():
     assert error_of(h.request(0x10, seq=framing.MAX_SEQ)) == ERR_REPLAY
     assert error_of(h.request(0x10, seq=1)) == ERR_REPLAY
     assert c.status()["roles"]["reader"]["failures"] == 0
+
+
+def test_write_callback_gets_every_answer():
+    sent = []
+    from umeter.console.console import Console
+    c = Console(MemBackend(), {}, PUBLIC_LINE, write=sent.append, ticks_ms=Clock())
+    hello = framing.encode(roles.HELLO, 1)
+    assert c.feed(hello + hello + b"\xa5\x07" + bytes(20)) == b""
+    got = [decode_all(s)[0] for s in sent]
+    assert [g.payload for g in got[:2]] == [PUBLIC_LINE, PUBLIC_LINE]
+    assert [error_of(g) for g in got] == [0, 0, ERR_BAD_VERSION]
