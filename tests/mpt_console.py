@@ -432,3 +432,22 @@ def test_write_callback_gets_every_answer():
     got = [decode_all(s)[0] for s in sent]
     assert [g.payload for g in got[:2]] == [PUBLIC_LINE, PUBLIC_LINE]
     assert [error_of(g) for g in got] == [0, 0, ERR_BAD_VERSION]
+
+
+def test_privileged_action_that_cannot_be_logged_does_not_run():
+    calls = []
+
+    def log_down(code, role, detail):
+        raise OSError(28, "journal full")
+
+    from umeter.console.console import Console
+    from mpt_console_kit import fake_handlers
+    c = Console(MemBackend(), fake_handlers(calls), PUBLIC_LINE, on_event=log_down, ticks_ms=Clock())
+    for role, key in ROLE_KEYS.items():
+        c.rolekeys.set_key(role, key)
+    h = Host(c)
+    assert not error_of(h.login(roles.OPERATOR))  # auth events that cannot be logged do not lock out
+    a = h.request(0x20, b"t")
+    assert error_of(a) == ERR_INTERNAL and a.payload[5:] == b"event log unavailable"
+    assert not error_of(h.request(0x10))  # reader-level commands are not logged: they run
+    assert calls == [("status", b"")]
