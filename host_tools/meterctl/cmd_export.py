@@ -1,10 +1,11 @@
 """``meterctl export``: verify, decrypt and export a meter's sealed records (engine: meterctl.export).
 
     meterctl export (--image FILE | --port PORT) (--key KEYFILE | --key-dir DIR) [--format csv|json]
-                    [--out FILE] [--min-seq N] [--board NAME] [--timeout S] [--strict]"""
+                    [--out FILE] [--mark FILE] [--min-seq N] [--board NAME] [--timeout S] [--strict]"""
 import sys
 
 from meterctl import export as ex
+from meterctl import markfile
 from meterctl.cli import CliError
 
 EPILOG = """\
@@ -13,16 +14,31 @@ columns (CSV header; JSON records use the same keys):
   profile rows:    t_end_s, minutes, flags, 1.8.0 2.8.0 (active energy import/export in the
                    interval, Wh), 3.8.0 4.8.0 (reactive, varh), 32.3.0 32.5.0 32.6.0 (voltage
                    min/avg/max, V), 1.6.0 (maximum demand, W)
+  profile rows also: sat_samples (samples at or beyond the ADC's range; empty in version 1 records)
   checkpoint rows: t_samples (engine time in samples), 1.8.0 2.8.0 3.8.0 4.8.0 (register totals)
   event rows:      event, code, arg, text
+  retention rows:  first_dropped, last_dropped, oldest_kept (seqs a ring-retention drop removed, and
+                   the oldest record it kept)
+
+both ends are checked: the oldest record must start the chain or be the oldest a sealed retention
+record keeps; the newest end is checked against the device's high-water mark: the keystore's with
+--key-dir, the device's own with --port, a mark file with --mark (`meterctl sim run` writes IMAGE.mark,
+`meterctl mark --port P --out FILE` reads a real device's). Seqs are positional: gaps in seq across
+which the chain verifies are normal.
 
 exit status:
-  0  every record verified (gaps with an intact chain and withheld chain heads are warnings)
-  2  bad input: missing or corrupt image, unreadable key, no port, device not answering
-  3  TAMPER: a seal or the chain failed (altered, deleted, reordered, replayed or spliced
-     records), records missing at the oldest end, or a rollback below the high-water mark
-  4  WRONG KEY: the key opens none of the records of some key epoch
-  5  INCOMPLETE: only with --strict, gaps or unverifiable records
+  0  every record verified, both ends check (withheld chain heads and slots the journal skipped
+     as torn writes are warnings)
+  2  bad input: missing or corrupt image, unreadable key or mark file, no port, device not answering
+  3  TAMPER: a seal or the chain failed (altered, deleted, reordered, replayed or spliced records),
+     records missing or damaged at the oldest end without a retention record covering them, the
+     high-water mark's checkpoint missing, replaced or unverifiable, registers below its floors, or
+     the journal ending before it (rollback, newest records deleted); with --strict also a tamper
+     the meter itself recorded (a tamper event, or an active tamper log in its keystore)
+  4  WRONG KEY: the key opens no record, or not whole key epochs at one end (a re-key); never with
+     --key-dir and never at or below the high-water mark
+  5  INCOMPLETE: only with --strict: slots skipped by the journal CRC, unverifiable records, or no
+     high-water mark (give --key-dir, --mark or --port)
 Nothing is written unless the status is 0 (the output file is replaced atomically).
 Keys are never printed; only their key ids."""
 
@@ -42,13 +58,17 @@ def register(subparsers):
                                        "high-water mark is checked too")
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default: csv)")
     p.add_argument("--out", help="output file (default: standard output)")
+    p.add_argument("--mark", metavar="FILE",
+                   help="the device's high-water mark (JSON: `meterctl sim run` writes IMAGE.mark, `meterctl "
+                        "mark --port P --out FILE` reads a device's): the newest end is checked against it")
     p.add_argument("--min-seq", type=int, metavar="N",
                    help="expected high-water mark: fail (rollback) if the newest record is older than seq N")
     p.add_argument("--board", default="sim", help="board whose partition table the image uses (default: sim)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds of device silence that fail (default: 10)")
     p.add_argument("--strict", action="store_true",
-                   help="also fail (status 5) on gaps and unverifiable records")
+                   help="also fail on skipped or unverifiable records and without a high-water mark "
+                        "(status 5) and on a tamper the meter recorded itself (status 3)")
     p.set_defaults(func=run)
 
 
@@ -80,7 +100,10 @@ def run(args):
         snap = ex.read_image(args.image, args.board)
     else:
         snap = ex.read_device(args.port, timeout=args.timeout, progress=_progress)
-    res = ex.verify(snap, keys, min_seq=args.min_seq)
+    marks = [markfile.read(args.mark)] if args.mark else []
+    if snap.mark is not None:
+        marks.append(snap.mark)
+    res = ex.verify(snap, keys, min_seq=args.min_seq, marks=marks)
     for line in ex.warnings(snap, res):
         _err("warning: " + line)
     try:

@@ -7,13 +7,23 @@ read-only file device: the host reads exactly what the meter reads and never wri
 From a device, a small script exec'd over serial (DEVICE_SCRIPT) walks the journal in chunks and prints
 `R <seq> <hex>` lines; the host does all verification.
 
-Verdicts (ExportFailure.code, documented in `meterctl export --help`):
-  EXIT_TAMPER     a seal or the chain fails (altered, deleted, reordered, replayed or spliced records),
-                  records missing at the oldest end of the journal, or a rollback below the expected
-                  high-water mark
-  EXIT_WRONG_KEY  the key opens none of the records of some key epoch (key check mismatch)
-  EXIT_INCOMPLETE only with strict=True: gaps, withheld or CRC-skipped records
-Input problems (missing/corrupt image, bad key file, no device) raise meterctl.cli.CliError (exit 2).
+Verdicts (ExportFailure.code, documented in `meterctl export --help`; meterctl.export_verify):
+  EXIT_TAMPER     a seal or the chain fails (altered, deleted, reordered, replayed or spliced records);
+                  the oldest record neither starts the chain nor is the oldest a sealed retention record
+                  keeps (records deleted or damaged at the oldest end); the high-water mark's checkpoint
+                  (--key-dir, --mark FILE, --port: the device's own) is missing, replaced, unverifiable or
+                  carries registers below the mark's floors, or the journal ends before it (rollback,
+                  newest records deleted); the mark itself is unreadable; a key mismatch a re-key cannot
+                  explain. With strict=True also: a tamper event the meter sealed, or an active tamper log
+                  in its keystore.
+  EXIT_WRONG_KEY  the key opens no record, or opens some but not whole key epochs at one end that chain
+                  cleanly to the rest (a re-key the key file predates or postdates). Never with --key-dir
+                  (the keystore holds every key) and never at or below the high-water mark.
+  EXIT_INCOMPLETE only with strict=True: slots skipped by the journal CRC, withheld (unverifiable) chain
+                  heads, or no high-water mark to vouch for the newest end.
+Seqs are positional (JOURNAL.md revision 3): strictly increasing, not contiguous; a seq gap across which
+the chain verifies is not a gap.
+Input problems (missing/corrupt image, bad key or mark file, no device) raise meterctl.cli.CliError (exit 2).
 No message ever contains key material: keys are named by their key id."""
 import ast
 import csv
@@ -24,7 +34,7 @@ import tempfile
 from binascii import unhexlify
 from pathlib import Path
 
-from meterctl import mpcompat, sealing
+from meterctl import export_verify, markfile, mpcompat, sealing
 from meterctl.cli import CliError
 
 EXIT_TAMPER = 3
@@ -43,7 +53,8 @@ ENERGY = ("1.8.0", "2.8.0", "3.8.0", "4.8.0")
 VOLTAGE = ("32.3.0", "32.5.0", "32.6.0")
 DEMAND = "1.6.0"
 COLUMNS = ("seq", "key_epoch", "type", "t_end_s", "minutes", "flags") + ENERGY + VOLTAGE + (DEMAND,) + (
-    "t_samples", "event", "code", "arg", "text")
+    "sat_samples", "t_samples", "event", "code", "arg", "text", "first_dropped", "last_dropped",
+    "oldest_kept")
 
 
 class ExportFailure(Exception):
@@ -124,8 +135,9 @@ def board_partitions(board):
 class Snapshot:
     """What was read: records [(seq, sealed bytes)] oldest first, plus the journal's own figures."""
 
-    def __init__(self, source, records, oldest_seq, last_seq, corrupt, sector_size):
+    def __init__(self, source, records, oldest_seq, last_seq, corrupt, sector_size, mark=None):
         self.source = source
+        self.mark = mark          # the device's high-water mark (markfile.Mark), read over serial
         self.records = records
         self.oldest_seq = oldest_seq
         self.last_seq = last_seq
@@ -235,6 +247,8 @@ def read_device(port, timeout=10.0, progress=None, chunk=CHUNK_RECORDS):
     corrupt = 0
     since = 0
     with Remote(port, timeout=timeout) as dev:
+        # The mark first: every record it can name is then already on the journal when it is walked.
+        mark = markfile.read_device(dev, port)
         dev.exec(DEVICE_SCRIPT)
         while True:
             got = []
@@ -271,7 +285,7 @@ def read_device(port, timeout=10.0, progress=None, chunk=CHUNK_RECORDS):
         dev.exec(DEVICE_CLEANUP)
     oldest, _, ss, _ = first
     last = recs[-1][0] if recs else first[1]
-    return Snapshot(port, recs, oldest, last, corrupt, ss)
+    return Snapshot(port, recs, oldest, last, corrupt, ss, mark)
 
 
 def _parse_record_line(text, port):
@@ -287,14 +301,16 @@ def _parse_record_line(text, port):
 
 # --- keys -------------------------------------------------------------------------------------------------
 class Keys:
-    """A keyring for sealing.Opener plus what may be shown about it (key ids) and the device's
-    high-water mark when the keys come from a keystore directory."""
+    """A keyring for sealing.Opener plus what may be shown about it (key ids); with a keystore directory
+    also the device's high-water mark (markfile.Mark) and complete=True: it holds every key the meter
+    used, so no key mismatch can be a re-key the exporter does not know about."""
 
-    def __init__(self, keyring, key_ids, mark=None, source=""):
+    def __init__(self, keyring, key_ids, mark=None, source="", complete=False):
         self.keyring = keyring
         self.key_ids = key_ids
         self.mark = mark
         self.source = source
+        self.complete = complete
 
 
 def keys_from_file(path):
@@ -305,25 +321,6 @@ def keys_from_file(path):
     except KeyFileError as e:
         raise CliError(str(e)) from None
     return Keys(sealing.Keyring(master), [sealing.key_id(master)], None, str(path))
-
-
-class _ReadOnlyBackend:
-    """Keystore blob backend over a keystore_file directory (<name>.bin), never writing to it."""
-
-    def __init__(self, directory):
-        self._dir = Path(directory)
-
-    def load(self, name):
-        try:
-            return (self._dir / ("%s.bin" % name)).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def save(self, name, data):
-        raise PermissionError("read-only keystore")
-
-    def erase(self, name):
-        raise PermissionError("read-only keystore")
 
 
 class _StoreKeyring:
@@ -353,198 +350,35 @@ def keys_from_dir(directory):
     if not d.is_dir():
         raise CliError("key directory %s does not exist" % d)
     try:
-        store = KeyStore(_ReadOnlyBackend(d))
+        store = KeyStore(markfile.ReadOnlyBackend(d))
         if not store.provisioned:
+            if store.damage.get("keys"):
+                raise CliError("key directory %s: %s" % (d, store.damage["keys"].split(":")[0]))
             raise CliError("key directory %s holds no device key (keys.bin missing)" % d)
         ids = [store.key_id()]
-        mark = store.mark()
+        mark = markfile.from_keystore(store, "key directory %s" % d)
     except KeystoreError as e:
         raise CliError("key directory %s: %s" % (d, e)) from None
     except OSError as e:
         raise CliError("cannot read key directory %s: %s" % (d, e.strerror or e)) from None
-    return Keys(_StoreKeyring(store), ids, mark, str(d))
+    return Keys(_StoreKeyring(store), ids, mark, str(d), complete=True)
 
 
-# --- verification -----------------------------------------------------------------------------------------
-class Result:
-    def __init__(self):
-        self.rows = []            # decoded, verified records
-        self.tamper = []          # (seq, message)
-        self.wrong_key = []       # (seq, epoch, message)
-        self.gaps = []            # (first missing seq, last missing seq)
-        self.withheld = []        # seqs that could not be verified (chain head after ring retention)
-        self.notes = []           # informational lines
-        self.device_tamper = []   # tamper events the meter itself recorded
-        self.verified = 0
-        self.first_seq = 0
-        self.last_seq = 0
-
-
-def _epoch_of(record):
-    try:
-        return sealing.parse(record)[2]
-    except sealing.SealError:
-        return None
-
-
-def verify(snapshot, keys, min_seq=None):
-    """Open and check every record of snapshot; decode the verified ones into rows."""
-    res = Result()
-    recs = snapshot.records
-    op = sealing.Opener(keys.keyring)
-    opened = []
-    ok_epochs = set()
-    for seq, rec in recs:
-        epoch = _epoch_of(rec)
-        try:
-            payload = op.open(seq, rec)
-        except (sealing.WrongKeyError, sealing.KeyMissing) as e:
-            res.wrong_key.append((seq, epoch, str(e)))
-            op.reset()
-            continue
-        except sealing.SealError as e:
-            res.tamper.append((seq, str(e)))
-            op.reset()
-            try:
-                payload = op.open(seq, rec)  # an anchor verifies on its own: keep what can be trusted
-            except sealing.SealError:
-                op.reset()
-                continue
-        if payload is None:
-            res.withheld.append(seq)
-            continue
-        ok_epochs.add(epoch)
-        opened.append((seq, epoch, payload))
-    res.verified = len(opened)
-    _classify_key_mismatches(recs, ok_epochs, res)
-    if recs:
-        res.first_seq, res.last_seq = recs[0][0], recs[-1][0]
-        prev = None
-        for seq, _ in recs:
-            if prev is not None and seq > prev + 1:
-                res.gaps.append((prev + 1, seq - 1))
-            prev = seq
-        _check_oldest_end(snapshot, res)
-    if res.verified or not res.wrong_key:  # with a key that opens nothing, the mark says nothing either
-        _check_mark(snapshot, keys, min_seq, {seq for seq, _, _ in opened}, res)
-    for seq, epoch, payload in opened:
-        res.rows.append(decode_row(seq, epoch, payload, res))
-    return res
-
-
-def _classify_key_mismatches(recs, ok_epochs, res):
-    """Tell a wrong key from altered headers. A meter's key epochs never decrease along the journal, and a
-    key the meter no longer (or not yet) used covers whole epochs at one end of it (a re-key). A key check
-    mismatch anywhere else is an altered or foreign record."""
-    prev = None
-    for seq, rec in recs:
-        epoch = _epoch_of(rec)
-        if epoch is None:
-            continue
-        if prev is not None and epoch < prev[1]:
-            res.tamper.append((seq, "key epoch goes backwards: seq %d has epoch %d, seq %d epoch %d (altered "
-                                    "header, or records from another history)"
-                               % (prev[0], prev[1], seq, epoch)))
-        prev = (seq, epoch)
-    mism = [w for w in res.wrong_key if w[1] in ok_epochs]
-    for seq, epoch, msg in mism:
-        res.tamper.append((seq, "record from another key inside key epoch %d (spliced or altered): %s"
-                           % (epoch, msg)))
-    res.wrong_key = [w for w in res.wrong_key if w[1] not in ok_epochs]
-    if res.wrong_key and ok_epochs:
-        pos = {seq: i for i, (seq, _) in enumerate(recs)}
-        idx = sorted(pos[w[0]] for w in res.wrong_key)
-        whole_block = idx == list(range(idx[0], idx[-1] + 1))
-        at_an_end = idx[0] == 0 or idx[-1] == len(recs) - 1
-        if not (whole_block and at_an_end):
-            for seq, epoch, msg in res.wrong_key:
-                res.tamper.append((seq, "seq %d does not open with the key while the records around it do "
-                                        "(altered or foreign record): %s" % (seq, msg)))
-            res.wrong_key = []
-
-
-def _check_oldest_end(snapshot, res):
-    # Seqs inside a sector are consecutive from its base, so the oldest sector's first surviving record
-    # must carry the sector's base. A legitimate miss (the sector's only record torn by a power cut)
-    # moves the next base by max_slots; anything closer means records were removed or damaged.
-    _, _, journal, _, _ = _fw()
-    max_slots = journal.max_slots(snapshot.sector_size)
-    first, oldest = res.first_seq, snapshot.oldest_seq
-    if oldest and oldest < first < oldest + max_slots:
-        res.tamper.append((oldest, "records seq %d..%d at the oldest end of the journal are missing or "
-                                   "damaged (its oldest sector starts at seq %d)"
-                           % (oldest, first - 1, oldest)))
-
-
-def _check_mark(snapshot, keys, min_seq, verified, res):
-    newest = snapshot.records[-1][0] if snapshot.records else 0
-    marks = []
-    if keys.mark is not None:
-        marks.append(("the keystore's high-water mark", keys.mark[0], keys.mark[1]))
-    if min_seq:
-        marks.append(("the expected high-water mark (--min-seq)", min_seq, None))
-    for what, mseq, mtag in marks:
-        if newest < mseq:
-            res.tamper.append((mseq, "rollback: the newest record is seq %d, older than %s seq %d (an older "
-                                     "or replaced flash image)" % (newest, what, mseq)))
-            continue
-        res.notes.append("%s (seq %d) is reached" % (what, mseq))
-        if mtag is None:
-            continue
-        found = [rec for seq, rec in snapshot.records if seq == mseq]
-        if not found:
-            res.tamper.append((mseq, "the record at %s (seq %d) is missing" % (what, mseq)))
-        else:
-            try:
-                tag = sealing.tag_of(found[0])
-            except sealing.SealError:
-                tag = None
-            if tag != bytes(mtag):
-                res.tamper.append((mseq, "the record at %s (seq %d) was replaced" % (what, mseq)))
-            elif mseq not in verified:
-                res.tamper.append((mseq, "the record at %s (seq %d) does not verify" % (what, mseq)))
-
-
-def _wh(milli):
-    return round(milli / 1000.0, 3)
-
-
-def decode_row(seq, epoch, payload, res=None):
-    """One verified record -> a row dict (COLUMNS keys that apply)."""
-    records, engine, _, _, _ = _fw()
-    row = {"seq": seq, "key_epoch": epoch}
-    try:
-        typ, fields = records.decode(payload)
-        if typ == records.REC_PROFILE:
-            p = engine.decode_profile(fields)
-            row.update(type="profile", t_end_s=p["t_end_s"], minutes=p["minutes"], flags=p["flags"])
-            for code in ENERGY:
-                row[code] = _wh(p[code])
-            for code in VOLTAGE:
-                row[code] = p[code]
-            row[DEMAND] = p[DEMAND]
-        elif typ == records.REC_CHECKPOINT:
-            snap = fields["snapshot"]
-            frac = snap[1]
-            row.update(type="checkpoint", t_samples=snap[2])
-            for code, fu in zip(ENERGY, snap[3:7]):
-                row[code] = _wh(fu >> frac)
-        else:
-            row.update(type="event", event=fields["event"], code=fields["code"], arg=fields["arg"],
-                       text=fields["text"])
-            if res is not None and fields["code"] == records.EV_TAMPER:
-                res.device_tamper.append((seq, fields["text"]))
-    except (ValueError, UnicodeError) as e:
-        # Verified but not understood: written by newer firmware. Shown, never guessed at.
-        row.update(type="unknown", text="undecodable payload (%s), %d bytes" % (e, len(payload)))
-    return row
+# --- verification (meterctl.export_verify) and the verdict -----------------------------------------------
+Result, verify, decode_row = export_verify.Result, export_verify.verify, export_verify.decode_row
 
 
 def verdict(res, strict=False):
     """Raise ExportFailure for a failing result; the message is the first problem plus a count."""
-    if res.tamper and not (res.wrong_key and not res.verified):
-        msg = res.tamper[0][1]
-        more = len(res.tamper) - 1
+    problems = list(res.tamper)
+    if strict:
+        problems += [(seq, "the meter itself recorded tamper at seq %d: %s" % (seq, text))
+                     for seq, text in res.device_tamper]
+        problems += [(0, "the keystore of %s holds an active tamper log (%d tamper verdict(s) since its last "
+                         "authenticated reset)" % (src, n)) for src, n in res.tamper_log]
+    if problems and not (res.wrong_key and not res.verified):
+        msg = problems[0][1]
+        more = len(problems) - 1
         raise ExportFailure(EXIT_TAMPER, "TAMPER: %s%s" % (msg, " (and %d more problem%s)"
                                                           % (more, "s" if more > 1 else "") if more else ""))
     if res.wrong_key:
@@ -554,42 +388,53 @@ def verdict(res, strict=False):
         which = "key epoch%s %s" % ("s" if len(epochs) > 1 else "", ", ".join(map(str, epochs)))
         if res.verified:
             raise ExportFailure(EXIT_WRONG_KEY, "WRONG KEY: the key opens %d record(s) but not the %d "
-                                "record(s) of %s from seq %d (sealed under another master key, or an "
-                                "altered record header; a high-water mark tells them apart)"
-                                % (res.verified, n, which, seq))
+                                "record(s) of %s from seq %d (sealed under another master key after a "
+                                "re-key, or an altered record header; a high-water mark (--mark, --key-dir, "
+                                "--port) tells them apart)" % (res.verified, n, which, seq))
         raise ExportFailure(EXIT_WRONG_KEY, "WRONG KEY: the key does not open the records of %s (key check "
                             "mismatch from seq %d; %d record%s): use the key this meter was provisioned with"
                             % (which, seq, n, "s" if n > 1 else ""))
-    if strict and (res.gaps or res.withheld):
-        raise ExportFailure(EXIT_INCOMPLETE, "INCOMPLETE (--strict): %d gap(s), %d unverifiable record(s)"
-                            % (len(res.gaps), len(res.withheld)))
+    if strict:
+        missing = []
+        if res.skipped:
+            missing.append("%d slot(s) skipped by the journal CRC" % res.skipped)
+        if res.withheld:
+            missing.append("%d unverifiable record(s)" % len(res.withheld))
+        if not res.marks:
+            missing.append("no high-water mark to vouch for the newest records (use --key-dir, --mark or "
+                           "--port)")
+        if missing:
+            raise ExportFailure(EXIT_INCOMPLETE, "INCOMPLETE (--strict): " + "; ".join(missing))
 
 
 def warnings(snapshot, res):
-    """Lines for stderr that do not fail the export."""
+    """Lines for stderr that do not fail the export (without --strict)."""
     out = []
-    for a, b in res.gaps[:MAX_LINES]:
-        out.append("gap: seq %d%s missing (chain verified across it: seqs burnt by power cuts)"
-                   % (a, "" if a == b else "..%d" % b))
-    if len(res.gaps) > MAX_LINES:
-        out.append("gap: %d more" % (len(res.gaps) - MAX_LINES))
     if res.withheld:
         out.append("withheld: %d record(s) (seq %s) cannot be verified: their predecessor was dropped by "
                    "ring retention; not exported"
                    % (len(res.withheld), ", ".join(map(str, res.withheld[:5]))))
-    if snapshot.corrupt:
-        out.append("journal: %d slot(s) failed the journal CRC and were skipped (torn writes from power "
-                   "cuts, or damage)" % snapshot.corrupt)
-    for seq, text in res.device_tamper:
+    if snapshot.corrupt and not res.tamper:
+        out.append("journal: %d slot(s) failed the journal CRC and were skipped; the chain verifies across "
+                   "them (torn writes from power cuts; --strict fails on them)" % snapshot.corrupt)
+    elif snapshot.corrupt:
+        out.append("journal: %d slot(s) failed the journal CRC and were skipped" % snapshot.corrupt)
+    if not res.marks and snapshot.records:
+        out.append("no high-water mark checked (--key-dir, --mark or --port give one): records removed at "
+                   "the newest end cannot be detected")
+    for seq, text in res.device_tamper[:MAX_LINES]:
         out.append("the meter recorded a tamper event at seq %d: %s" % (seq, text))
+    for src, n in res.tamper_log:
+        out.append("the keystore of %s holds an active tamper log (%d tamper verdict(s))" % (src, n))
     return out
 
 
 def summary(snapshot, keys, res):
     return {"source": snapshot.source, "key_ids": keys.key_ids, "records_read": len(snapshot.records),
             "verified": res.verified, "exported": len(res.rows), "first_seq": res.first_seq,
-            "last_seq": res.last_seq, "withheld": res.withheld, "gaps": [list(g) for g in res.gaps],
-            "journal_corrupt_skipped": snapshot.corrupt, "checks": res.notes,
+            "last_seq": res.last_seq, "withheld": res.withheld, "journal_corrupt_skipped": snapshot.corrupt,
+            "high_water_marks_checked": res.marks, "checks": res.notes,
+            "retention_records": [s for s, _ in res.retention],
             "device_tamper_events": [s for s, _ in res.device_tamper]}
 
 
