@@ -141,6 +141,8 @@ def run_headless(args):
             result = stream_headless(image, scenario, args.seconds, tmp, on_progress=progress)
             if not image.is_file() or image.stat().st_size != SIM_IMAGE_SIZE:
                 raise CliError("the firmware wrote no %d-byte image at %s" % (SIM_IMAGE_SIZE, image))
+            if args.image:
+                write_mark_file(image)
     if out_path is not None:
         try:
             out_path.write_text(json.dumps(result) + "\n")
@@ -152,6 +154,19 @@ def run_headless(args):
         for key, value in result.items():
             print("%-22s %s" % (key, value))
     return 0
+
+
+def write_mark_file(image):
+    """IMAGE.mark: the keystore's high-water mark as a mark file, for `export --key K --mark IMAGE.mark`
+    (meterctl.markfile). No mark yet (no checkpoint): any older mark file is removed, never left stale."""
+    from meterctl import markfile
+
+    path = markfile.mark_path_of(image)
+    mark = markfile.from_keys_dir(keys_dir_of(image)) if keys_dir_of(image).is_dir() else None
+    if mark is None or mark.problem:
+        path.unlink(missing_ok=True)
+        return
+    markfile.write(path, mark)
 
 
 def read_status(board_dir):
