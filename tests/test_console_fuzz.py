@@ -6,7 +6,8 @@ memory, and never answer beyond the public line without authentication; inside a
 frame ever reaches a handler.
 
 MicroPython (both lanes): the same checks on the unix port, over a few thousand frames generated here
-with a seeded generator and fed there by tests/mpt_console_kit.py.
+with a seeded generator (public and session streams), and over hypothesis examples (one unix-port run
+each), fed there by tests/mpt_console_kit.py.
 """
 import os
 import random
@@ -243,3 +244,38 @@ def test_micropython_fuzz(tmp_path, lane):
                           timeout=120 * LANE_SLOWDOWN[lane])
     print(lane, out)
     assert "session:" in out
+
+
+MP_HYPOTHESIS = """
+import mpt_console_kit as kit
+f = open('public.bin', 'rb')
+data = f.read()
+f.close()
+chunks = []
+i = 0
+while i < len(data):
+    n = (data[i] << 8) | data[i + 1]
+    chunks.append(data[i + 2:i + 2 + n])
+    i += 2 + n
+stats = kit.fuzz_public(chunks)
+print('hypothesis example: %d chunks, longest feed %d us' % (stats['chunks'], stats['max_us']))
+"""
+
+
+@pytest.mark.parametrize("lane", lanes())
+def test_micropython_hypothesis(tmp_path_factory, lane):
+    """Hypothesis drives the console on the unix port: each example (random chunks plus mutated
+    frames) is one MicroPython run."""
+
+    @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.binary(max_size=300), max_size=10), st.integers(0, 2 ** 32 - 1))
+    def run(raw, seed):
+        d = tmp_path_factory.mktemp("hyp")
+        chunks = raw + public_stream(random.Random(seed), 60)
+        _write_chunks(d / "public.bin", chunks)
+        out = run_micropython(["-c", MP_HYPOTHESIS], cwd=str(d), binary=lane_binary(lane),
+                              timeout=60 * LANE_SLOWDOWN[lane])
+        assert "hypothesis example" in out
+
+    run()
