@@ -30,9 +30,11 @@ EV_FAULT = const(4)        # arg: faults so far; text: exception type and messag
 EV_KEY_EPOCH = const(5)    # arg: new key epoch
 EV_STORE = const(6)        # arg: 0; text: what the store reported (e.g. a retired sector)
 EV_OTA = const(7)          # arg: the update event's number; text: "<name> <slot> <arg> <text>" (ota/SLOTS.md)
+EV_CONSOLE = const(8)      # arg: console event code (console/roles.py); text: "<role> <detail>"
 
 EVENT_NAMES = {EV_BOOT: "boot", EV_TAMPER: "tamper", EV_POWER_FAIL: "power_fail", EV_FAULT: "fault",
-               EV_KEY_EPOCH: "key_epoch", EV_STORE: "store", EV_OTA: "ota"}
+               EV_KEY_EPOCH: "key_epoch", EV_STORE: "store", EV_OTA: "ota",
+               EV_CONSOLE: "console"}
 
 
 def profile(body):

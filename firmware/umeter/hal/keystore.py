@@ -230,6 +230,11 @@ class KeyStore:
         self.damage.pop("keys", None)
 
     @property
+    def backend(self):
+        """The MCU-internal blob backend, for other MCU-internal entries (console role keys, OTA state)."""
+        return self._backend
+
+    @property
     def provisioned(self):
         return bool(self._keys)
 
