@@ -309,22 +309,33 @@ def check_bit_rot_never_returns_garbage():
 
 
 def check_on_drop_reports_and_may_append():
-    """The retention hook: on_drop(first, last) before the erase names every seq the dropped sector held;
-    a record it appends lands before the erase, in the head's reserve."""
+    """The retention hook: on_drop(first, last) runs before the erase, names a range holding every seq
+    the dropped sector held, may walk the journal and append (into the head's reserve); make_room(n)
+    runs it before the caller seals, so the seq it returns is the one append gives."""
     f = NorFlash(3 * SS)
     calls = []
-    j = Journal(f, on_drop=lambda a, b: calls.append((a, b, j.append(b"drop %d..%d" % (a, b)))))
+
+    def on_drop(first, last):
+        present = [s for s, _ in j.records()]
+        going = [s for s in present if first <= s <= last]
+        assert going and going[0] == present[0] == first      # the oldest sector, from its base
+        rs = j.append(b"drop %d..%d" % (first, last))
+        calls.append((first, last, going, rs))
+
+    j = Journal(f, on_drop=on_drop)
     written = []
-    for i in range(200):
-        written.append((j.append(payload(i, 64)), payload(i, 64)))
-    assert calls
-    first, last, rs = calls[0]
-    dropped = [s for s, _ in written if first <= s <= last]
-    assert dropped and dropped[0] == first and all(s not in dict(Journal(f).records()) for s in dropped)
-    assert rs > last and (rs, b"drop %d..%d" % (first, last)) in list(Journal(f).records()) or len(calls) > 1
-    kept = list(Journal(f, on_drop=lambda a, b: None).records())
-    plain = [r for r in kept if not r[1].startswith(b"drop")]
-    assert plain == [w for w in written if w[0] >= plain[0][0]]
+    for i in range(300):
+        p = payload(i, 64)
+        s = j.make_room(len(p))
+        assert j.append(p) == s
+        written.append((s, p))
+    assert len(calls) >= 3
+    after = dict(Journal(f).records())
+    first, last, going, rs = calls[-1]
+    assert all(s not in after for s in going)                  # dropped after the callback returned
+    assert after[rs] == b"drop %d..%d" % (first, last) and rs > last
+    plain = [(s, p) for s, p in sorted(after.items()) if not p.startswith(b"drop")]
+    assert plain == written[-len(plain):] and len(plain) >= j.capacity(64)
 
 
 def check_sequence_exhaustion():
@@ -367,8 +378,8 @@ def check_partitions():
     assert len(list(Journal(p["journal"]).records())) == 200
 
 
-def check_torture(rounds, seed, sectors=10, max_ops=24):
-    t = JournalTorture(seed=seed, sectors=sectors, max_ops=max_ops)
+def check_torture(rounds, seed, sectors=10, max_ops=24, retention=False):
+    t = JournalTorture(seed=seed, sectors=sectors, max_ops=max_ops, retention=retention)
     for _ in range(rounds):
         t.round()
     s = t.summary()

@@ -60,6 +60,10 @@ def test_brownout_loops_keep_history():
     c.check_brownout_loop_keeps_history(3, 40, seed=3)
 
 
+def test_power_cut_torture_with_retention_records():
+    assert c.check_torture(120, 31, sectors=3, max_ops=32, retention=True)["drops"] > 0
+
+
 def test_power_cut_torture_rings_2_3_5():
     c.check_torture(150, 11, sectors=2, max_ops=16)
     c.check_torture(150, 12, sectors=3, max_ops=24)

@@ -82,6 +82,12 @@ def test_power_cut_torture(seed, sectors, max_ops, rounds):
     c.check_torture(rounds, seed, sectors=sectors, max_ops=max_ops)
 
 
+@pytest.mark.parametrize("sectors", [2, 3, 5])
+def test_power_cut_torture_with_retention_records(sectors):
+    s = c.check_torture(300, 20 + sectors, sectors=sectors, max_ops=8 * sectors + 8, retention=True)
+    assert s["drops"] > 0
+
+
 def test_format_figures_64_byte_records():
     """Format properties (not timing): flash programmed per payload byte and erases per 1,000 records in
     steady state, 64-byte records, one durable append each, on a 2 MiB W25Q16JV geometry."""

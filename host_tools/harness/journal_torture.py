@@ -86,12 +86,15 @@ def make_payload(rng, mp):
 class JournalTorture:
     name = "journal"
 
-    def __init__(self, seed=1, sectors=10, sector_size=4096, max_ops=24):
+    def __init__(self, seed=1, sectors=10, sector_size=4096, max_ops=24, retention=False):
         self.dev = NorFlash(sectors * sector_size, sector_size=sector_size, seed=seed)
         self.spy = ProgramSpy(self.dev)
         self.rng = _Rng(seed)
         self.max_ops = max_ops
-        self.journal = Journal(self.spy)
+        self.retention = retention      # an on_drop callback appends a retention record at every drop
+        self.inner = None               # the retention record being appended from on_drop
+        self.drops = 0
+        self.journal = self._mount()
         self.acked = []           # [(seq, payload)] still expected (pruned as retention drops them)
         self.top = 0              # highest seq returned, started or visible: next_seq must stay above
         self.cuts = 0
@@ -103,6 +106,26 @@ class JournalTorture:
         self.erase_cuts = 0
         self.brownouts = 0
         self.brownout_next = False
+
+    def _mount(self):
+        return Journal(self.spy, on_drop=self._on_drop if self.retention else None)
+
+    def _on_drop(self, first, last):
+        j = self.journal
+        if not first <= last < j.next_seq:
+            raise AssertionError("on_drop(%d, %d) with next seq %d" % (first, last, j.next_seq))
+        if self.acked and self.acked[-1][0] >= j.next_seq:
+            raise AssertionError("on_drop: next seq below an acknowledged record")
+        p = b"drop %d..%d" % (first, last)
+        self.inner = (j.next_seq, p)
+        self.spy.arm()
+        s = j.append(p)
+        if s != self.inner[0] or s <= self.top:
+            raise AssertionError("on_drop append returned seq %d (expected %d)" % (s, self.inner[0]))
+        self.acked.append((s, p))
+        self.top = s
+        self.inner = None
+        self.drops += 1
 
     def round(self):
         """One power cut and the checks after it (AssertionError on a violation)."""
@@ -123,7 +146,9 @@ class JournalTorture:
         try:
             while True:
                 p = make_payload(self.rng, j.max_payload)
-                inflight = (j.next_seq, p)
+                inflight = None
+                seq = j.make_room(len(p))       # a drop (and its retention record) happens here
+                inflight = (seq, p)
                 spy.arm()
                 s = j.append(p)
                 spy.watch = False
@@ -142,11 +167,13 @@ class JournalTorture:
         spy.cut_next_erase = False
         dev.disarm_cut()
         dev.power_on()
-        if inflight is not None and spy.started and inflight[0] > self.top:
-            self.top = inflight[0]
+        cut = self.inner if self.inner is not None else inflight
+        self.inner = None
+        if cut is not None and spy.started and cut[0] > self.top:
+            self.top = cut[0]
         self.cuts += 1
-        j = self.journal = Journal(spy)
-        self.check(j, inflight)
+        j = self.journal = self._mount()
+        self.check(j, cut)
 
     def check(self, j, inflight):
         got = list(j.records())
@@ -196,12 +223,12 @@ class JournalTorture:
     def summary(self):
         return {"cuts": self.cuts, "lost": self.lost, "corrupt": self.corrupt, "appended": self.appended,
                 "inflight_kept": self.inflight_kept, "torn_skipped": self.torn_skipped,
-                "brownouts": self.brownouts, "erase_cuts": self.erase_cuts}
+                "brownouts": self.brownouts, "erase_cuts": self.erase_cuts, "drops": self.drops}
 
 
-def run_rounds(n, seed=1, sectors=10, progress=None, max_ops=24):
+def run_rounds(n, seed=1, sectors=10, progress=None, max_ops=24, retention=False):
     """Run n rounds on a fresh simulated device; returns the summary dict."""
-    t = JournalTorture(seed=seed, sectors=sectors, max_ops=max_ops)
+    t = JournalTorture(seed=seed, sectors=sectors, max_ops=max_ops, retention=retention)
     for i in range(n):
         t.round()
         if progress is not None:

@@ -3,8 +3,8 @@
 Each target is a torture object with round() (one cut, remount, oracle checks; AssertionError on a
 violation) and summary() -> {"cuts", "lost", "corrupt", ...}. The journal target is
 harness.journal_torture.JournalTorture, the same round the tests run, on rings of 2, 3, 5 and
---sectors sectors in turn (a fresh device every 10,000 cuts), with a failing-chip and a bit-rot pass
-per ring; --jobs worker processes share the cuts (one core each). Other targets are plugged in by
+--sectors sectors in turn (a fresh device every 10,000 cuts; every other lap with an on_drop callback
+that appends a retention record), with a failing-chip and a bit-rot pass per ring; --jobs worker processes share the cuts (one core each). Other targets are plugged in by
 name: a module meterctl.torture_<target>, imported only when that target is asked for, providing
 either make(seed) -> torture object, or run(cuts, seed=, progress=) -> {"cuts", "lost", "corrupt", ...}
 (progress called with the running counters).
@@ -43,20 +43,21 @@ def _journal_worker(wid, rounds, seed, sectors, q):
     """One process's share of the journal cuts; puts ("p", wid, done) now and then, then ("r", wid, dict)."""
     from harness.journal_torture import JournalTorture, bit_rot, failing_chip
     rings = RINGS + (sectors,)
-    tot = {"cuts": 0, "lost": 0, "corrupt": 0, "appended": 0, "brownouts": 0, "erase_cuts": 0,
+    tot = {"cuts": 0, "lost": 0, "corrupt": 0, "appended": 0, "brownouts": 0, "erase_cuts": 0, "drops": 0,
            "failing_chip_errors": 0, "failure": None}
     k = 0
     try:
         while tot["cuts"] < rounds:
             ring = rings[(wid + k) % len(rings)]
-            t = JournalTorture(seed=seed * 7919 + wid * 104729 + k, sectors=ring, max_ops=_max_ops(ring))
+            t = JournalTorture(seed=seed * 7919 + wid * 104729 + k, sectors=ring, max_ops=_max_ops(ring),
+                               retention=(k // len(rings)) % 2 == 1)     # every other lap: with on_drop
             n = min(CHUNK, rounds - tot["cuts"])
             for i in range(n):
                 t.round()
                 if (i + 1) % 250 == 0:
                     q.put(("p", wid, tot["cuts"] + i + 1))
             s = t.summary()
-            for key in ("cuts", "lost", "corrupt", "appended", "brownouts", "erase_cuts"):
+            for key in ("cuts", "lost", "corrupt", "appended", "brownouts", "erase_cuts", "drops"):
                 tot[key] += s[key]
             tot["failing_chip_errors"] += failing_chip(seed=seed + k, sectors=ring)
             bit_rot(seed=seed + k, sectors=ring, rounds=2)

@@ -81,6 +81,17 @@ class Journal:
     def append(self, payload):
         return W.append(self, payload)
 
+    def make_room(self, n):
+        """Make the head ready for an n-byte record and return the seq append will give it. With an
+        on_drop callback, the drop (and what the callback appends) happens here, so a sealer that calls
+        make_room(len(record)) instead of reading next_seq seals with the seq the record gets."""
+        if n < 1 or n > self.max_payload:
+            raise ValueError("payload must be 1..%d bytes" % self.max_payload)
+        if self.worn:
+            raise StoreError(self.worn)
+        W.make_room(self, n)
+        return self.next_seq
+
     @property
     def last_seq(self):
         return L.seq_int(self.last_hi, self.last_lo) if self.last_sec >= 0 else 0

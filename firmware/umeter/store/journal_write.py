@@ -28,14 +28,8 @@ def append(j, payload):
         raise ValueError("payload must be 1..%d bytes" % j.max_payload)
     if j.worn:
         raise StoreError(j.worn)
-    ext = L.extent(n)
     io = j.io
-    if j.head < 0 or j.closed() or j.ap + ext > j.room_end():
-        if j.in_drop:
-            raise StoreError("no room left for a record appended from on_drop")
-        open_sector(j)
-        if j.ap + ext > j.room_end():
-            raise StoreError("record does not fit a sector")
+    make_room(j, n)
     hi, lo = j.nh, j.nl
     if hi >= L.HALF:
         raise StoreError("sequence numbers exhausted")
@@ -57,12 +51,23 @@ def append(j, payload):
     # 3. read back: only a record that checks is acknowledged
     if io.probe(sec, j.ap, j.bh, j.bl, j.max_payload) != (n << 16) | rel:
         worn(j, "a record did not program in sector %d" % j.head)
-    j.ap += ext
+    j.ap += L.extent(n)
     j.head_records += 1
     j.last_sec, j.last_hi, j.last_lo = j.head, hi, lo
     j.next_units = rel + 1
     j.set_next()
     return L.seq_int(hi, lo)
+
+
+def make_room(j, n):
+    """Open a sector (running on_drop, which may append) unless an n-byte record fits the head."""
+    ext = L.extent(n)
+    if j.head < 0 or j.closed() or j.ap + ext > j.room_end():
+        if j.in_drop:
+            raise StoreError("no room left for a record appended from on_drop")
+        open_sector(j)
+        if j.ap + ext > j.room_end():
+            raise StoreError("record does not fit a sector")
 
 
 def _program_body(io, addr, payload, n):
