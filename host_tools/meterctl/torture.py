@@ -4,9 +4,10 @@ Each target is a torture object with round() (one cut, remount, oracle checks; A
 violation) and summary() -> {"cuts", "lost", "corrupt", ...}. The journal target is
 harness.journal_torture.JournalTorture, the same round the tests run, on rings of 2, 3, 5 and
 --sectors sectors in turn (a fresh device every 10,000 cuts; every other lap with an on_drop callback
-that appends a retention record), with a failing-chip and a bit-rot pass per ring; --jobs worker processes share the cuts (one core each). Other targets are plugged in by
-name: a module meterctl.torture_<target>, imported only when that target is asked for, providing
-either make(seed) -> torture object, or run(cuts, seed=, progress=) -> {"cuts", "lost", "corrupt", ...}
+that appends a retention record), with a failing-chip and a bit-rot pass per ring; --jobs worker
+processes share the cuts (one core each). Other targets are plugged in by name: a module
+meterctl.torture_<target>, imported only when that target is asked for, providing either
+make(seed) -> torture object, or run(cuts, seed=, progress=) -> {"cuts", "lost", "corrupt", ...}
 (progress called with the running counters).
 """
 import argparse
