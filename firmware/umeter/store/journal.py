@@ -54,9 +54,6 @@ class Journal:
         self.head_records = m.head_records
         self.last_sec, self.last_hi, self.last_lo = m.last_sec, m.last_hi, m.last_lo
         self.corrupt = m.corrupt
-        self._count_gen = -1
-        self._count = 0
-        self._oldest = 0
         if self.head < 0:
             self.nh, self.nl = 0, 1
         else:
@@ -194,35 +191,35 @@ class Journal:
         return u - (1 if self.worn else 0)
 
     def _census(self):
-        """(records, oldest seq) over the live sectors, recounted once per sector opened."""
-        if self._count_gen == self.gen:
-            return self._count, self._oldest
+        """(records, oldest seq) from the sector headers alone: a sector before the head holds the seqs
+        up to the next one's base, consecutive unless cuts burnt some, so this counts records exactly
+        after clean runs and counts a burnt seq as a record otherwise (JOURNAL.md 9)."""
+        head = self.head
+        if head < 0:
+            return 0, 0
+        io = self.io
         count = 0
         oldest = 0
-        head = self.head
-        sec = M.successor(self.kinds, self.n, head) if head >= 0 else -1
+        prev_hi = prev_lo = -1
+        sec = M.successor(self.kinds, self.n, head)
         if sec < 0:
             sec = head
-        for _ in range(self.n if head >= 0 else 0):
+        for _ in range(self.n):
             if self.kinds[sec] == M.K_LIVE:
                 W.load_header(self, sec)
-                bh, bl = L.get_hi(self.io.hdr, 4), L.get_lo(self.io.hdr, 4)
-                stop = self.ap if sec == head else self.io.end
-                c, _, _, first, _, _ = M.scan(self.io, sec, bh, bl, stop, self.max_payload)
-                if c and not oldest:
-                    oldest = L.seq_int(bh, bl) + first - 1
-                if sec != head:
-                    count += c
+                bh, bl = L.get_hi(io.hdr, 4), L.get_lo(io.hdr, 4)
+                if prev_hi >= 0:
+                    count += W.units_above(self, bh, bl, prev_hi, prev_lo)
+                elif sec != head or self.head_records:
+                    oldest = L.seq_int(bh, bl)
+                prev_hi, prev_lo = bh, bl
             if sec == head:
                 break
             sec = (sec + 1) % self.n
-        self._count_gen, self._count, self._oldest = self.gen, count, oldest
-        return count, oldest
+        return count + self.head_records, oldest
 
     def stats(self, payload_size=64):
-        corrupt = self.corrupt
         count, oldest = self._census()
-        self.corrupt = corrupt
         kinds = self.kinds
         retired = free = 0
         for i in range(self.n):
@@ -234,12 +231,12 @@ class Journal:
         if self.head >= 0 and not self.worn and not self.closed():
             free += max(0, self.io.end - self.reserve - self.ap)
         return {
-            "records": count + self.head_records,
+            "records": count,
             "oldest_seq": oldest,
             "last_seq": self.last_seq,
             "next_seq": self.next_seq,
             "free_bytes": free,
-            "corrupt_skipped": corrupt,
+            "corrupt_skipped": self.corrupt,
             "mount_bytes_read": self.mount_bytes_read,
             "sectors": self.n,
             "usable_sectors": self._usable(),
