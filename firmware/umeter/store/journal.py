@@ -24,7 +24,8 @@ FORMAT = L.FORMAT
 SECTOR_HDR = L.AREA0
 SEQ_LIMIT = 1 << 48
 max_slots = L.max_slots
-DROP_RESERVE = 128      # bytes of each head kept for what on_drop appends (one sealed retention record)
+DROP_RESERVE = 160      # bytes of each head kept for what on_drop appends: one sealed retention record
+                        # (up to 148 bytes: the app's is 59 + 74 seal overhead with an anchor)
 
 
 class Journal:
