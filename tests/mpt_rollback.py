@@ -1,6 +1,6 @@
 # Rollback detection on the unix port with the firmware's own sealer/opener and the file keystore:
 # the boot sequence the app will run (check -> tamper verdict -> rotate -> resume -> checkpoint).
-from mptest import tmpdir
+from mptest import raises, tmpdir
 from umeter.crypto import rollback, seal
 from umeter.hal.keystore_file import open_keystore
 
@@ -62,7 +62,10 @@ def test_boot_sequence_ok_then_rollback_then_recovery():
     s2 = seal.Sealer(ks, ks.rotate())
     s2.resume(v.last_seq, v.last_tag)
     seq = old_image.append(s2.seal(7, b"TAMPER " + v.reason.encode()))
-    rollback.checkpoint(ks, seq, s2.last_tag, after_tamper=True)
+    with raises(ValueError):  # no exception after a tamper verdict: seq 7 < 16 under the same position
+        rollback.checkpoint(ks, seq, s2.last_tag)
+    ks.advance_mark(seq, s2.last_tag, s2.epoch)  # (epoch 2, seq 7) is past (epoch 0, seq 16): forward
+    assert ks.high_water().position == (2, 7)
     # seq 7 was used before under epoch 1; the new record is under epoch 2: different key and nonce
     assert old_image.recs[6][1][3:7] == b"\0\0\0\2" and j.recs[6][1][3:7] == b"\0\0\0\1"
     write(old_image, s2, ks, 5)

@@ -122,7 +122,7 @@ def test_verdict_event_fields_have_no_tags():
     assert sealing.tag_of(recs[3][1]).hex() not in repr(d)
 
 
-def test_checkpoint_moves_forward_only_unless_after_tamper():
+def test_checkpoint_moves_forward_only_even_after_tamper():
     ks = FakeKeystore()
     rollback.checkpoint(ks, 10, b"a" * 16)
     rollback.checkpoint(ks, 10, b"a" * 16)  # unchanged: no write
@@ -130,8 +130,9 @@ def test_checkpoint_moves_forward_only_unless_after_tamper():
     rollback.checkpoint(ks, 12, b"b" * 16)
     with pytest.raises(ValueError, match="back"):
         rollback.checkpoint(ks, 11, b"c" * 16)
-    rollback.checkpoint(ks, 3, b"d" * 16, after_tamper=True)
-    assert ks.mark() == (3, b"d" * 16)
+    with pytest.raises(TypeError):  # the after_tamper exception is gone
+        rollback.checkpoint(ks, 3, b"d" * 16, after_tamper=True)
+    assert ks.mark() == (12, b"b" * 16)
 
 
 def test_newest_readable_record_counts_not_the_journals_last_seq():

@@ -5,7 +5,12 @@ A board module (boards/<name>/board.py, installed on the device as board.py) pro
     flash() -> flash device (DESIGN 3.1);  sampler() -> sample source;  keystore() -> KeyStore
     watchdog() -> object with feed(), or None;  power_fail(callback) -> bool (True when wired)
     start_background(step) -> runs step() repeatedly without blocking the REPL (development mode)
+    KEY_STORAGE: where keys and the high-water mark live ("internal", "external-unprotected", ...)
 Everything here is board-independent. Time is the engine's sample count, never wall time.
+Billing integrity (crypto/SEALED.md 7-8): every durable checkpoint advances the MCU-internal high-water
+mark with its registers; at boot each register is at least the mark's floor, the flash is verified
+(rollback.boot_check) and every tamper verdict goes into the MCU's tamper log and the journal. Before
+ring retention drops a sector the meter seals a retention record naming what goes.
 """
 import gc
 import struct
@@ -13,10 +18,10 @@ import struct
 import micropython
 
 from umeter import records
-from umeter.crypto import SealError
 from umeter.crypto import rollback
-from umeter.crypto.seal import Opener, Sealer
+from umeter.crypto.seal import Opener, Sealer, tag_of
 from umeter.hal.keystore import NOT_PROVISIONED
+from umeter.metering import obis
 from umeter.metering.engine import Engine
 from umeter.store import StoreError
 from umeter.store.journal import Journal
@@ -26,6 +31,21 @@ from umeter.store.state import State
 SOFTWARE_ID = "umeter 0.1.0"
 _CP_KEY = "cp"        # State: seq of the newest checkpoint record (a hint; the journal is the truth)
 _BOOTS_KEY = "boots"  # State: boot counter
+_RET_KEY = "ret"      # State: seq of the newest retention record (a hint where the boot check starts)
+_STORAGE_NOTES = {
+    "internal": "MCU-internal (ESP32 NVS): safe from a clip; against chip readout only with flash "
+                "encryption and NVS encryption enabled",
+    "external-unprotected": "on the flash chip beside the MCU (RP2040 QSPI): a clip reads and rewrites keys, "
+                            "high-water mark and tamper log; not for billing in the field (RP2350: OTP + "
+                            "secure boot)",
+    "host-file": "files on the host (virtual board): development only",
+    "simulated": "simulated: development only",
+}
+
+
+class _Retained(Exception):
+    """Raised from the journal's on_drop once the retention record is stored: the record being appended
+    was sealed for the seq the retention record took, so store() seals it again for the next one."""
 
 
 class Meter:
@@ -39,8 +59,16 @@ class Meter:
         self.stored = 0
         self.refused = 0
         self.restored_from = 0
-        self.journal = self.state = self.sealer = self.keystore = None
-        self._mark_reset = False
+        self.journal = self.state = self.sealer = self.keystore = self.verdict = None
+        self.key_storage = getattr(board, "KEY_STORAGE", "unknown")
+        self.keystore_error = None  # the board's keystore could not be opened at all
+        self.mark = None            # the high-water mark as read at boot (HighWater) or None
+        self.mark_error = None      # why the mark cannot be read or advanced (status says what to do)
+        self.floored = []           # registers raised to the mark's floor at this boot
+        self.retained = 0           # retention records sealed since boot
+        self.verification = None    # the boot check's figures
+        self._tamper_log = None
+        self._pending = None        # (seq, tag) the sealer stood at before the record being appended
         self._open_stores()
         self._open_crypto()
         self.src = board.sampler()
@@ -56,8 +84,7 @@ class Meter:
         self.wdt = board.watchdog()
         boots = self._count_boot()
         self.event(records.EV_BOOT, boots, SOFTWARE_ID)
-        if self.tamper:
-            self.event(records.EV_TAMPER, self.tamper["mark_seq"], self.tamper["reason"])
+        self._record_tamper()
         self.power_fail_wired = board.power_fail(self._power_fail_irq)
         self.src.start()
 
@@ -66,7 +93,7 @@ class Meter:
         parts = partitions(self.board.flash(), self.board.PARTITIONS)
         # A store that cannot be parsed is reported and left alone (never wiped): metering goes on.
         try:
-            self.journal = Journal(parts["journal"])
+            self.journal = Journal(parts["journal"], on_drop=self._on_drop)
         except StoreError as e:
             self.store_error = "journal: %s" % e
         try:
@@ -75,48 +102,89 @@ class Meter:
             self.store_error = "state: %s" % e
 
     def _open_crypto(self):
-        ks = self.keystore = self.board.keystore()
+        try:
+            ks = self.keystore = self.board.keystore()
+        except Exception as e:  # an unreadable keystore never stops metering
+            self.keystore_error = "%s: %s" % (type(e).__name__, e)
+            self.refusal = ("the keystore cannot be read (%s): this meter meters but stores no records; "
+                            "check the MCU's storage, then provision again" % self.keystore_error)
+            return
+        try:
+            self.mark = ks.high_water()
+        except Exception as e:  # both copies damaged, or unreadable: tamper, never "no mark yet"
+            self.mark_error = "%s: %s" % (type(e).__name__, e)
         if not ks.provisioned:
-            self.refusal = NOT_PROVISIONED
+            self.refusal = ks.damage.get("keys") or NOT_PROVISIONED
             return
         if self.journal is None:
             self.refusal = "the journal cannot be used (%s)" % self.store_error
             return
-        verdict = rollback.check(self.journal, ks.mark(), Opener(ks))
-        if verdict.tamper:
-            self.tamper = verdict.as_dict()
-            self._mark_reset = True
+        t0 = _ticks_ms()
+        v = self.verdict = rollback.boot_check(self.journal, Opener(ks), self.mark, self.mark_error,
+                                               self._hint(_RET_KEY), self._hint(_CP_KEY))
+        self.verification = {"walked": v.walked, "verified": v.verified, "oldest_seq": v.oldest_seq,
+                             "retention_seq": v.retention[0] if v.retention else 0,
+                             "ms": _ticks_ms() - t0}
+        if v.tamper:
+            self.tamper = v.as_dict()
         # A new key epoch at every boot: the flash may have been rolled back to a point after the last
         # high-water mark (undetectable), and its next seqs were then already used as nonces. One small
         # internal-flash write per boot; epochs last 2**32 boots.
-        ks.rotate()
+        try:
+            ks.rotate()
+        except Exception as e:
+            self.refusal = ("a new key epoch cannot be started (%s: %s): storing would reuse nonces, so "
+                            "this meter meters but stores no records; check the MCU's storage"
+                            % (type(e).__name__, e))
+            return
         self.sealer = Sealer(ks, ks.epoch)
-        self.sealer.resume(verdict.last_seq, verdict.last_tag)
+        self.sealer.resume(v.last_seq, v.last_tag)
+
+    def _hint(self, key):
+        raw = self.state.get(key) if self.state is not None else None
+        return struct.unpack("<Q", raw)[0] if raw and len(raw) == 8 else 0
 
     def _restore_registers(self):
-        """Registers from the newest verified checkpoint record at or after the State's hint."""
-        if self.journal is None or not self.keystore.provisioned:
+        """Each register: the newest verified checkpoint's, but never below the high-water mark's floor
+        (also without a key, when no checkpoint can be opened)."""
+        v = self.verdict
+        cp = v.checkpoint if v is not None else None
+        floors = self.mark.registers if self.mark is not None else {}
+        if cp is None and not any(floors.values()):
             return
-        hint = self.state.get(_CP_KEY) if self.state is not None else None
-        since = struct.unpack("<Q", hint)[0] if hint and len(hint) == 8 else 0
-        opener = Opener(self.keystore)
-        best = None
-        for seq, rec in self.journal.records(since=since):
-            opener.reset()  # checkpoints are anchors: each verifies on its own
-            try:
-                typ, fields = records.decode(opener.open(seq, rec))
-            except (SealError, ValueError):
-                continue
-            if typ == records.REC_CHECKPOINT:
-                best = (seq, fields["snapshot"])
-        if best is None and since:
-            self.tamper = self.tamper or {"status": "checkpoint_missing", "mark_seq": since,
-                                          "flash_seq": self.journal.last_seq,
-                                          "reason": "checkpoint seq %d unreadable" % since}
+        frac = self.engine.snapshot()[1]
+        snap = cp[1] if cp is not None and cp[1][1] == frac else None
+        self.floored = rollback.below_floor(snap, floors) if snap is not None else \
+            [c for c in floors if floors[c] > 0]
+        try:
+            self.engine.restore(rollback.with_floors(snap, floors, frac))
+        except ValueError as e:
+            self._fault(e)
             return
-        if best is not None:
-            self.engine.restore(best[1])
-            self.restored_from = best[0]
+        if snap is not None:
+            self.restored_from = cp[0]
+
+    def _record_tamper(self):
+        """Every tamper verdict goes into the MCU's tamper log (it outlives the flash) and the journal."""
+        ks = self.keystore
+        if ks is None:
+            return
+        log = self._guard(ks.tamper_log)
+        epoch = ks.last_epoch
+        if log is not None and log.damaged:
+            self._guard(ks.record_tamper, rollback.CODES[rollback.TAMPER_LOG_DAMAGED], epoch, 0, 0)
+            self.event(records.EV_TAMPER, 0, "the MCU's tamper log was damaged: rewritten, counted as tamper")
+        v = self.verdict
+        if v is None and self.mark_error is not None:  # no key: the mark's damage is still tamper
+            v = rollback.Verdict(rollback.MARK_DAMAGED, "the high-water mark cannot be read (%s)"
+                                 % self.mark_error, 0, 0, None)
+            self.tamper = v.as_dict()
+        if v is not None and v.tamper:
+            self._guard(ks.record_tamper, v.code, epoch, v.mark_seq, v.last_seq)
+            self.event(records.EV_TAMPER, v.mark_seq, v.reason)
+            for _, reason in v.problems[1:3]:
+                self.event(records.EV_TAMPER, v.mark_seq, reason)
+        self._tamper_log = self._guard(ks.tamper_log)
 
     def _count_boot(self):
         if self.state is None:
@@ -169,28 +237,85 @@ class Meter:
         return self.checkpoint()
 
     def checkpoint(self):
-        """Seal the registers into the journal, point the State at them, move the high-water mark."""
+        """Seal the registers into the journal, point the State at them, advance the high-water mark."""
         self._next_cp = self.engine.t + self.cp_every
-        seq = self.store(records.checkpoint(self.engine.snapshot()), anchor=True)
+        snap = self.engine.snapshot()
+        seq = self.store(records.checkpoint(snap), anchor=True)
         if not seq:
             return 0
         if self.state is not None:
             self._guard(self.state.put, _CP_KEY, struct.pack("<Q", seq))
-        self._guard(rollback.checkpoint, self.keystore, seq, self.sealer.last_tag, self._mark_reset)
-        self._mark_reset = False
+        self._advance_mark(seq, snap)
         return seq
+
+    def _advance_mark(self, seq, snap):
+        # the mark only moves forward: (epoch, seq) grows with the boot's epoch even when the flash's
+        # seqs restarted lower after a rollback, and the floors are what this checkpoint holds
+        frac = snap[1]
+        regs = {}
+        for k, code in enumerate(obis.REGISTERS):
+            regs[code] = snap[3 + k] >> frac
+        try:
+            self.keystore.advance_mark(seq, self.sealer.last_tag, self.sealer.epoch, regs)
+        except Exception as e:
+            self.mark_error = ("%s: %s; the registers are sealed in the journal but have no MCU-internal "
+                               "floor: check the MCU's storage" % (type(e).__name__, e))
+            self._fault(e)
+            return
+        self.mark_error = None
+        self.mark = _Mark(seq, self.sealer.epoch, regs)
 
     def store(self, payload, anchor=False):
         """Seal and append one record; its seq, or 0 when records cannot be stored (see status)."""
         if self.sealer is None:
             self.refused += 1
             return 0
-        seq = self.journal.next_seq
-        got = self.journal.append(self.sealer.seal(seq, payload, anchor=anchor))
+        for _ in range(2):
+            seq = self.journal.next_seq
+            self._pending = (self.sealer.last_seq, self.sealer.last_tag)
+            rec = self.sealer.seal(seq, payload, anchor=anchor)
+            try:
+                got = self.journal.append(rec)
+            except _Retained:
+                continue  # the retention record took seq: seal again for the next one
+            finally:
+                self._pending = None
+            if got != seq:
+                raise StoreError("journal stored seq %d, sealed for %d" % (got, seq))
+            self.stored += 1
+            return seq
+        raise StoreError("the journal dropped a sector twice for one record")
+
+    def _on_drop(self, first, last):
+        """The journal is about to drop seqs first..last (ring retention): seal a retention record naming
+        them and the oldest record kept, into the head's reserve, before anything is erased. The record
+        being appended was sealed for the seq this one takes; it never reached the flash, so the
+        sealer is rebuilt at the point before it (a fresh Sealer: the same seq, never on flash)."""
+        pending = self._pending
+        if self.sealer is None or pending is None:
+            return  # nothing to seal with: the drop goes ahead unproven (the boot check says so)
+        kept_seq, kept_tag = 0, b""
+        for kept_seq, rec in self.journal.records(since=last + 1):
+            kept_tag = tag_of(rec)
+            break
+        try:
+            fresh = Sealer(self.keystore, self.sealer.epoch)
+            fresh.resume(pending[0], pending[1])
+            seq = self.journal.next_seq
+            got = self.journal.append(fresh.seal(seq, records.retention(first, last, kept_seq, kept_tag),
+                                                 anchor=True))
+        except Exception as e:  # no retention record: the drop goes ahead, the next boot reports it
+            self.faults += 1
+            self.last_fault = "retention record: %s: %s" % (type(e).__name__, e)
+            return
         if got != seq:
             raise StoreError("journal stored seq %d, sealed for %d" % (got, seq))
+        self.sealer = fresh
         self.stored += 1
-        return seq
+        self.retained += 1
+        if self.state is not None:
+            self._guard(self.state.put, _RET_KEY, struct.pack("<Q", seq))
+        raise _Retained()
 
     def event(self, code, arg=0, text=""):
         return self._guard(self.store, records.event(code, arg, text))
@@ -225,11 +350,16 @@ class Meter:
         eng = self.engine
         regs = eng.registers()
         ks = self.keystore
-        key = {"provisioned": ks.provisioned}
+        key = {"provisioned": ks is not None and ks.provisioned, "storage": self.key_storage,
+               "storage_note": _STORAGE_NOTES.get(self.key_storage, "not declared by the board")}
         if key["provisioned"]:
             key["epoch"] = ks.epoch
             key["key_id"] = ks.key_id()
             key["development"] = bool(getattr(self.board, "DEVELOPMENT_KEY", False))
+        if ks is not None and ks.damage:
+            key["damage"] = dict(ks.damage)
+        if self.keystore_error:
+            key["damage"] = {"keystore": self.keystore_error}
         return {
             "software": SOFTWARE_ID,
             "board": self.board.NAME,
@@ -243,13 +373,54 @@ class Meter:
             "journal": self.journal.stats() if self.journal is not None else None,
             "state": self.state.stats() if self.state is not None else None,
             "store_error": self.store_error,
-            "tamper": self.tamper,
+            "tamper": self._tamper_status(),
+            "tamper_log": self._tamper_log.as_dict() if self._tamper_log is not None else None,
+            "mark": self._mark_status(),
+            "verification": self.verification,
+            "retention_records": self.retained,
             "key": key,
             "faults": self.faults,
             "last_fault": self.last_fault,
             "restored_from_seq": self.restored_from,
+            "registers_floored": self.floored,
             "mem_free": gc.mem_free(),
         }
+
+    def _tamper_status(self):
+        if self.tamper is not None:
+            return self.tamper
+        log = self._tamper_log
+        if log is None or not log.active:
+            return None
+        last = log.events[-1] if log.events else (0, 0, 0, 0)
+        return {"status": "recorded", "mark_seq": last[2], "flash_seq": last[3],
+                "reason": "tamper recorded at an earlier boot (%d in all, last: %s); only the "
+                          "authenticated reset to the original state clears it"
+                          % (log.count, rollback.CODE_NAMES.get(last[0], "damaged log"))}
+
+    def _mark_status(self):
+        m = self.mark
+        out = {"error": self.mark_error}
+        if m is not None:
+            out["seq"], out["epoch"] = m.seq, m.epoch
+            out["floors_wh"] = dict((c, mwh / 1000.0) for c, mwh in m.registers.items())
+        return out
+
+
+class _Mark:
+    """What status shows of the mark last written (no tag)."""
+
+    def __init__(self, seq, epoch, registers):
+        self.seq, self.epoch, self.registers = seq, epoch, registers
+
+
+def _ticks_ms():
+    try:
+        import time
+
+        return time.ticks_ms()
+    except AttributeError:
+        return 0
 
 
 _meter = None
