@@ -14,9 +14,9 @@ import shutil
 import subprocess
 import sys
 import time
-from binascii import crc32
 from pathlib import Path
 
+import attack_cases
 import pytest
 
 from meterctl import export as ex
@@ -26,8 +26,7 @@ from meterctl.vboard import VirtualBoard
 
 BIN = Path(sys.executable).parent
 METERCTL = str(BIN / "meterctl")
-JOURNAL_SIZE = 1536 * 1024           # boards/sim: the journal partition is the first 1.5 MiB
-SECTOR = 4096
+SECTOR = attack_cases.SECTOR
 SCENARIO = {"irms": 5}                # 230 V, 5 A, PF 1: 1150 W
 EXPECTED_W = 230.0 * 5.0
 
@@ -120,51 +119,9 @@ def export(capsys, keyset, *argv):
     return status, out.out, out.err
 
 
-# --- the journal format (JOURNAL.md), to forge records the way an attacker with a clip would ------------
-
-class Slot:
-    def __init__(self, addr, seq, length):
-        self.addr, self.seq, self.length = addr, seq, length
-
-    @property
-    def payload(self):
-        return self.addr + 13
-
-
-def slots(img):
-    """Every record slot of the journal partition, in physical order."""
-    mpcompat.install()
-    from umeter.store.journal import FORMAT
-
-    out = []
-    for sec in range(JOURNAL_SIZE // SECTOR):
-        base = sec * SECTOR
-        h = img[base:base + 16]
-        if h[0] != FORMAT or crc32(h[:11]) != int.from_bytes(h[11:15], "little"):
-            continue
-        off = 16
-        while off + 13 <= SECTOR:
-            r = img[base + off:base + off + 13]
-            if r == b"\xff" * 13:
-                break
-            n = r[7] | (r[8] << 8)
-            if n < 1 or off + 13 + n > SECTOR:
-                break
-            out.append(Slot(base + off, int.from_bytes(r[1:7], "little"), n))
-            off += 13 + n
-    return out
-
-
-def fix_crc(img, s):
-    """Recompute a slot's journal CRC (seq + length + payload), as the journal itself would."""
-    crc = crc32(bytes(img[s.addr + 1:s.addr + 9]) + bytes(img[s.payload:s.payload + s.length]))
-    img[s.addr + 9:s.addr + 13] = crc.to_bytes(4, "little")
-
-
-def edit(path, fn):
-    img = bytearray(Path(path).read_bytes())
-    fn(img)
-    Path(path).write_bytes(img)
+# --- the journal format (JOURNAL.md revision 3): tests/attack_cases.py forges records the way an attacker
+# with a clip would, with both journal CRCs recomputed.
+slots, fix_crc, edit = attack_cases.slots, attack_cases.fix_crc, attack_cases.edit
 
 
 def assert_tamper(status, out, err, outfile=None):
@@ -197,7 +154,12 @@ def test_clean_export_verifies_and_decodes_plausible_energy(images, keyset, tmp_
     recs = doc["records"]
     run = runs(images)["A"]
     assert len(rows) == len(recs) == doc["summary"]["verified"] == run["records"]
-    assert [int(r["seq"]) for r in rows] == [r["seq"] for r in recs] == list(range(1, run["last_seq"] + 1))
+    # Seqs are positional (JOURNAL.md revision 3): strictly increasing, not contiguous. Every record on
+    # the journal is exported, in journal order, and the chain links them one to the next.
+    seqs = [s.seq for s in slots(img.read_bytes())]
+    assert [int(r["seq"]) for r in rows] == [r["seq"] for r in recs] == seqs
+    assert seqs[0] == 1 and seqs[-1] == run["last_seq"] and seqs == sorted(set(seqs))
+    assert doc["summary"]["withheld"] == [] and doc["summary"]["journal_corrupt_skipped"] == 0
     assert doc["summary"]["key_ids"] == [ex.keys_from_file(images / "a.key").key_ids[0]]
     assert "high-water mark" in " ".join(doc["summary"]["checks"])
     for r, j in zip(rows, recs):  # CSV and JSON say the same
@@ -262,7 +224,7 @@ def test_random_single_byte_flips_are_detected(images, keyset, tmp_path, capsys)
     for s in picks:
         img = tmp_path / "flip.img"
         img.write_bytes(pristine)
-        at = s.addr + rng.randrange(13 + s.length)
+        at = s.addr + rng.randrange(s.end - s.addr)
         edit(img, lambda b: b.__setitem__(at, b[at] ^ rng.randrange(1, 256)))
         out = tmp_path / "out.csv"
         status, so, err = export(capsys, keyset, "--image", img, "--key-dir", images / "A.img.keys",
@@ -412,8 +374,8 @@ def test_deleted_middle_record_is_detected(images, keyset, tmp_path, capsys):
 def test_oldest_record_removed_is_detected(images, keyset, tmp_path, capsys):
     img = copy_image(images, tmp_path)
     first = slots(img.read_bytes())[0]
-    edit(img, lambda b: b.__setitem__(first.addr, 0x01))  # its commit byte: the journal skips it
-    assert ex.read_image(img).records[0][0] == 2
+    edit(img, lambda b: b.__setitem__(first.addr, b[first.addr] ^ 0x01))  # its length: the journal skips it
+    assert ex.read_image(img).records[0][0] == slots(img.read_bytes())[0].seq > first.seq
     status, out, err = export(capsys, keyset, "--image", img, "--key", images / "a.key")
     assert_tamper(status, out, err)
     assert "oldest end" in err
@@ -456,12 +418,17 @@ def test_restored_older_image_is_a_rollback(images, keyset, tmp_path, capsys):
 
 def test_wrong_key_is_a_clear_error_and_writes_nothing(images, keyset, tmp_path, capsys):
     out = tmp_path / "x.json"
-    for key in (["--key", images / "wrong.key"], ["--key-dir", images / "B.img.keys"]):
-        status, so, err = export(capsys, keyset, "--image", images / "A.img", *key, "--format", "json",
-                                 "--out", out)
-        assert status == ex.EXIT_WRONG_KEY, err
-        assert so == "" and err.count("\n") == 1 and err.startswith("meterctl export: WRONG KEY: ")
-        assert not out.exists() and list(tmp_path.iterdir()) == []
+    status, so, err = export(capsys, keyset, "--image", images / "A.img", "--key", images / "wrong.key",
+                             "--format", "json", "--out", out)
+    assert status == ex.EXIT_WRONG_KEY, err
+    assert so == "" and err.count("\n") == 1 and err.startswith("meterctl export: WRONG KEY: ")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # Another meter's keystore carries its high-water mark: a journal on which none of that meter's
+    # records opens is not its flash (replaced), or the keys are another meter's. Both are named.
+    status, so, err = export(capsys, keyset, "--image", images / "A.img", "--key-dir", images / "B.img.keys",
+                             "--format", "json", "--out", out)
+    assert_tamper(status, so, err, out)
+    assert "another meter" in err and err.count("\n") == 1
 
 
 def test_blank_image_is_an_empty_export_unless_a_mark_says_otherwise(images, keyset, tmp_path, capsys):
@@ -497,7 +464,7 @@ def test_bad_input_is_one_line_and_writes_nothing(images, keyset, tmp_path, caps
         (["--image", tmp_path, *key], "not a file"),
         (["--image", junk, *key], "not a umeter flash image"),
         (["--image", odd, *key], "not a whole number"),
-        (["--image", zero, *key], "no usable journal sector"),
+        (["--image", zero, *key], "not a umeter flash image"),  # zeroed: foreign, never an empty journal
         (["--image", images / "A.img", "--key", tmp_path / "none.key"], "cannot read key file"),
         (["--image", images / "A.img", "--key", loose], "chmod 600"),
         (["--image", images / "A.img", "--key", short], "not a device key file"),

@@ -376,7 +376,7 @@ def verdict(res, strict=False):
                      for seq, text in res.device_tamper]
         problems += [(0, "the keystore of %s holds an active tamper log (%d tamper verdict(s) since its last "
                          "authenticated reset)" % (src, n)) for src, n in res.tamper_log]
-    if problems and not (res.wrong_key and not res.verified):
+    if problems and not (res.wrong_key and not res.verified):  # a key that opens nothing: exit 4
         msg = problems[0][1]
         more = len(problems) - 1
         raise ExportFailure(EXIT_TAMPER, "TAMPER: %s%s" % (msg, " (and %d more problem%s)"
@@ -419,7 +419,7 @@ def warnings(snapshot, res):
                    "them (torn writes from power cuts; --strict fails on them)" % snapshot.corrupt)
     elif snapshot.corrupt:
         out.append("journal: %d slot(s) failed the journal CRC and were skipped" % snapshot.corrupt)
-    if not res.marks and snapshot.records:
+    if not res.marks and res.verified:
         out.append("no high-water mark checked (--key-dir, --mark or --port give one): records removed at "
                    "the newest end cannot be detected")
     for seq, text in res.device_tamper[:MAX_LINES]:

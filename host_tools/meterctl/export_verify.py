@@ -102,6 +102,15 @@ def verify(snapshot, keys, min_seq=None, marks=()):
         res.rows.append(decode_row(seq, epoch, payload, res))
     if recs:
         res.first_seq, res.last_seq = recs[0][0], recs[-1][0]
+    good_marks = [m for m in all_marks if not m.problem]
+    if not res.verified and res.wrong_key and good_marks:
+        # The mark says this meter sealed a checkpoint at its seq; none of these records opens with the
+        # meter's keys: the flash is not this meter's (replaced), or the keys are another meter's.
+        m = good_marks[0]
+        res.tamper.append((m.seq, "none of the %d record(s) opens with the keys while %s names seq %d: "
+                                  "another meter's flash (replaced), or the keys of another meter"
+                           % (len(res.wrong_key), "the high-water mark of %s" % m.source, m.seq)))
+        res.wrong_key = []
     if res.verified or not res.wrong_key:  # a key that opens nothing says nothing about either end
         _check_oldest_end(snapshot, {seq for seq, _, _ in opened}, res)
         _check_marks(snapshot, all_marks, min_seq, {seq for seq, _, _ in opened}, res)
