@@ -1,0 +1,46 @@
+"""Deploy and boot: `meterctl deploy` installs the firmware verified by hash, the board boots it, meters,
+and its readings match what the grid source applies; the board runs in development mode."""
+import pytest
+import rig as hil
+
+
+def test_deploy_verifies_every_file_and_the_meter_boots(rig, deployed):
+    out = deployed["deploy"]
+    assert "deployed board %s" % rig.board in out and "verified by SHA-256 on the device" in out, out
+    status = deployed["status"]
+    assert status["board"] == rig.board, status
+    assert status["software"].startswith("umeter "), status
+    assert status["windows"] >= 2 and status["store_error"] is None and status["tamper"] is None, status
+    assert status["faults"] == 0, status.get("last_fault")
+    ident = deployed["identity"]
+    assert ident["mode"] == "development" and ident["note"] == "unverified development deploy", (
+        "after a plain deploy the board must run that deploy, not an app slot: %s (a board left on a "
+        "slot by an earlier OTA run boots the slot; README.md says how to clear it)" % ident)
+    again = rig.status()
+    assert again["t_s"] > status["t_s"] and again["windows"] > status["windows"], (status, again)
+
+
+@pytest.mark.hil_needs("grid")
+def test_readings_match_the_grid_scenario(rig, deployed):
+    truth = hil.truth(rig.scenario)
+    tol = hil.tolerances(rig.scenario)
+    seen = []
+    for _ in range(3):  # three windows, each on its own
+        win = rig.wait_windows(more=1)["window"]
+        got = {"vrms": win["32.7.0"], "irms": win["31.7.0"], "p": win["p"], "freq": win["14.7.0"]}
+        seen.append(got)
+        bad = {k: (got[k], truth[k], tol[k]) for k in got if not hil.close_enough(got[k], truth[k], tol[k])}
+        assert not bad, "reading, truth, tolerance: %s (scenario %s)" % (bad, rig.scenario)
+    print("truth   V %.2f  I %.3f  P %.1f  f %.3f" % (truth["vrms"], truth["irms"], truth["p"], truth["freq"]))
+    for got in seen:
+        print("reading V %.2f  I %.3f  P %.1f  f %.3f" % (got["vrms"], got["irms"], got["p"], got["freq"]))
+
+
+def test_board_runs_in_development_mode(rig, deployed):
+    """Development mode (issue 12, item 7): the REPL is open for mpremote and meterctl. Production mode
+    (closed REPL, framed protocol, roles) is not built yet: its lock-down and role tests come with the
+    production-mode issue (--production is refused until then, README.md)."""
+    assert rig.exec("print(6 * 7)").strip() == "42"   # the raw REPL reaches Python
+    status = rig.status()
+    # The status has no mode field yet; once it reports one, it must say development here.
+    assert status.get("mode", "development") == "development", status.get("mode")
