@@ -20,6 +20,7 @@ from umeter.hal import mcu
 
 NAME = "esp32_atm90e32"
 ARCH = "xtensawin"
+KEY_STORAGE = "internal"  # NVS: protected against chip readout only with flash + NVS encryption enabled
 PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
 CHECKPOINT_S = 60
 ENGINE = {"profile_min": 15, "demand_s": 60}  # load profile (the chip does the metering)

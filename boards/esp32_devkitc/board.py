@@ -18,6 +18,7 @@ from umeter.hal import mcu
 
 NAME = "esp32_devkitc"
 ARCH = "xtensawin"
+KEY_STORAGE = "internal"  # NVS: protected against chip readout only with flash + NVS encryption enabled
 PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
 CHECKPOINT_S = 60
 SAMPLE_RATE_HZ = 2000

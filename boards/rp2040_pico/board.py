@@ -18,6 +18,7 @@ from umeter.hal import mcu
 
 NAME = "rp2040_pico"
 ARCH = "armv6m"
+KEY_STORAGE = "external-unprotected"  # keystore files sit on the QSPI flash chip: a clip reads them
 PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
 CHECKPOINT_S = 60
 SAMPLE_RATE_HZ = 4000

@@ -16,6 +16,7 @@ import os
 
 NAME = "sim"
 ARCH = None  # runs on the unix port
+KEY_STORAGE = "host-file"  # keys/ in the board directory on the host
 DEVELOPMENT_KEY = True
 FLASH_CHIP = "W25Q16JV"
 PARTITIONS = [("journal", 1536 * 1024), ("state", 64 * 1024), ("ota", None)]
