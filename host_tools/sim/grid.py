@@ -43,7 +43,7 @@ DEFAULTS = {
     "rate_hz": 4000, "block_pairs": 200,
 }
 
-_TAB_BITS = 12
+_TAB_BITS = 10  # 1,025 float32 entries: 4 KB (a list of boxed floats was ~98 KB on 32-bit ports)
 _FRAC_BITS = 32 - _TAB_BITS
 _FRAC_MASK = (1 << _FRAC_BITS) - 1
 _FRAC_SCALE = 1.0 / (1 << _FRAC_BITS)
@@ -57,7 +57,10 @@ def _sine_table():
     global _TABLE
     if _TABLE is None:
         n = 1 << _TAB_BITS
-        _TABLE = [math.sin(_TWO_PI * k / n) for k in range(n + 1)]
+        table = array("f")  # built by appending: never a list of n + 1 boxed floats on the heap
+        for k in range(n + 1):
+            table.append(math.sin(_TWO_PI * k / n))
+        _TABLE = table
     return _TABLE
 
 
