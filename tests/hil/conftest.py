@@ -9,8 +9,6 @@ skipped with the reason, on the virtual board nothing is ever missing (checked h
 would skip there fails instead). See README.md next to this file.
 """
 import json
-import os
-import shutil
 
 import pytest
 import rig as hil
@@ -52,8 +50,13 @@ def pytest_configure(config):
         raise pytest.UsageError(PRODUCTION_LATER)
     if _opt(config, "--port") and not _opt(config, "--board"):
         raise pytest.UsageError("--port needs --board NAME (a directory under boards/)")
-    if not _opt(config, "--port") and _opt(config, "--board") not in (None, "sim"):
-        raise pytest.UsageError("without --port the suite runs the virtual board: --board sim or none")
+    if not _opt(config, "--port"):
+        if _opt(config, "--board") not in (None, "sim"):
+            raise pytest.UsageError("without --port the suite runs the virtual board: --board sim or none")
+        real_only = [o for o in ("--power-cycle", "--master-key", "--ota-key") if _opt(config, o)]
+        if real_only:
+            raise pytest.UsageError("%s: for a real board (--port); the virtual board cuts its own power and "
+                                    "makes its own keys" % ", ".join(real_only))
 
 
 def _scenario(config):
@@ -105,8 +108,6 @@ def _virtual_rig(config, work):
         yield board
     finally:
         vb.stop()
-        if os.getenv("UMETER_HIL_KEEP") is None:
-            shutil.rmtree(board_dir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -31,9 +31,8 @@ def test_readings_match_the_grid_scenario(rig, deployed):
         seen.append(got)
         bad = {k: (got[k], truth[k], tol[k]) for k in got if not hil.close_enough(got[k], truth[k], tol[k])}
         assert not bad, "reading, truth, tolerance: %s (scenario %s)" % (bad, rig.scenario)
-    print("truth   V %.2f  I %.3f  P %.1f  f %.3f" % (truth["vrms"], truth["irms"], truth["p"], truth["freq"]))
-    for got in seen:
-        print("reading V %.2f  I %.3f  P %.1f  f %.3f" % (got["vrms"], got["irms"], got["p"], got["freq"]))
+    for name, row in [("truth  ", truth)] + [("reading", got) for got in seen]:
+        print("%s V %.2f  I %.3f  P %.1f  f %.3f" % (name, row["vrms"], row["irms"], row["p"], row["freq"]))
 
 
 def test_board_runs_in_development_mode(rig, deployed):

@@ -17,7 +17,8 @@ def test_registers_never_go_backwards_across_power_cuts(rig, deployed, tmp_path)
         rig.power_cycle()
         after = rig.wait_windows(more=1)
         regs0, regs1 = hil.registers(before), hil.registers(after)
-        back = {code: (regs0[code], regs1.get(code)) for code in regs0 if not regs1.get(code, -1) >= regs0[code]}
+        back = {code: (regs0[code], regs1.get(code)) for code in regs0
+                if not regs1.get(code, -1) >= regs0[code]}
         assert not back, "cut %d: registers went backwards (before, after): %s" % (cut + 1, back)
         assert after["tamper"] is None and after["store_error"] is None, after
         assert after["restored_from_seq"] > 0, "the boot restored no checkpoint: %s" % after

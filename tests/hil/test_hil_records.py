@@ -38,4 +38,5 @@ def test_export_verifies_every_record(rig, deployed, tmp_path):
     assert any(row.get("event") == "boot" for row in rows), rows[:5]
     seqs = [row["seq"] for row in rows]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    print("exported %d records (seq %d..%d) in %.1f s" % (len(rows), seqs[0], seqs[-1], time.monotonic() - t0))
+    took = time.monotonic() - t0
+    print("exported %d records (seq %d..%d) in %.1f s" % (len(rows), seqs[0], seqs[-1], took))
