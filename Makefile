@@ -7,7 +7,8 @@ STUBS  := $(VENV)/stubs
 N      ?= 100000
 HOURS  ?= 24
 
-.PHONY: setup test lint sim bench bench-flash bench-store bench-metering bench-seal bench-memory torture soak clean
+.PHONY: setup test lint sim bench bench-flash bench-store bench-metering bench-seal bench-memory bench-ota \
+        torture soak release micropython32 clean
 
 $(STAMP): requirements.txt requirements-stubs.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +32,7 @@ test: setup lint
 sim: setup
 	$(BIN)/meterctl sim
 
-bench: bench-flash bench-store bench-metering bench-seal bench-memory
+bench: bench-flash bench-store bench-metering bench-seal bench-memory bench-ota
 
 bench-flash: setup
 	$(BIN)/python -m meterctl.bench flash
@@ -48,8 +49,21 @@ bench-seal: setup
 bench-memory: setup
 	$(BIN)/python -m meterctl.bench memory
 
+bench-ota: setup
+	$(BIN)/python -m meterctl.bench ota
+	$(BIN)/python -m meterctl.bench ota_install
+
 torture: setup
-	$(BIN)/python -m meterctl.torture --cuts $(N)
+	$(BIN)/python -m meterctl.torture --cuts $(N) --target all
+
+# make release BOARD=<board> KEY="k1 k2" (signing key files) | THROWAWAY=1 (test release) [FORCE=1]
+release: setup
+	@test -n "$(BOARD)" || { echo "usage: make release BOARD=<board> [KEY=\"k1 k2\"] [THROWAWAY=1] [FORCE=1]"; exit 2; }
+	$(BIN)/meterctl release --board $(BOARD) $(foreach k,$(KEY),--key $(k)) $(if $(THROWAWAY),--throwaway-keys) $(if $(FORCE),--force) --out dist
+
+# The 32-bit test lane from the MicroPython sources (needs GitHub): .venv/micropython32/micropython
+micropython32:
+	bash host_tools/toolchain/build_micropython32.sh $(VENV)/micropython32/micropython
 
 soak: setup
 	$(BIN)/python -m meterctl.soak --hours $(HOURS)

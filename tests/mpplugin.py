@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 SOURCE_DIRS = [ROOT / "firmware", ROOT / "host_tools", ROOT / "boards"]
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
+_BUILT32 = ROOT / ".venv" / "micropython32" / "micropython"  # what `make micropython32` builds
+_SHARED32 = ROOT.parent / "shared" / "micropython32" / "micropython"
 MICROPYTHON32 = (os.environ.get("UMETER_MICROPYTHON32")
-                 or str(ROOT.parent / "shared" / "micropython32" / "micropython"))
+                 or str(_SHARED32 if _SHARED32.exists() or not _BUILT32.exists() else _BUILT32))
 LANE32_HINT = ("the 32-bit MicroPython lane did not run: no executable at %s (set UMETER_MICROPYTHON32, "
                "or `make micropython32` on a machine that reaches GitHub)" % MICROPYTHON32)
 LANE_SLOWDOWN = {"mp64": 1, "mp32": 3}

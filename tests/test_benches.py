@@ -20,6 +20,9 @@ FIGURE_LINES = {
                r"umeter\.crypto\.seal\s+\d+\s+\d+", r"\.mpy size per module", r"total\s+\d+\s+\d+"],
     "store": [r"journal", NUMBER],
     "metering": [r"pairs", NUMBER],
+    "ota": [r"Ed25519", r"LMS", r"ESP32 \(LX6, 240 MHz\)\s+" + NUMBER, r"RP2040"],
+    "ota_install": [r"mp64 ed25519 install\s+" + NUMBER, r"boot-stage verify\s+" + NUMBER,
+                    r"mp64 lms\s+install"],
 }
 
 

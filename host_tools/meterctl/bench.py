@@ -4,7 +4,7 @@ the run-to-the-end check `make test` does); the status is the first non-zero one
 import importlib
 import sys
 
-BENCHES = ("flash", "store", "metering", "seal", "memory")
+BENCHES = ("flash", "store", "metering", "seal", "memory", "ota", "ota_install")
 
 
 def main(argv=None):
