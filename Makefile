@@ -8,7 +8,7 @@ N      ?= 100000
 HOURS  ?= 24
 
 .PHONY: setup test lint sim bench bench-flash bench-store bench-metering bench-seal bench-memory bench-ota \
-        torture soak release micropython32 clean
+        torture powercuts soak release micropython32 clean
 
 $(STAMP): requirements.txt requirements-stubs.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ release: setup
 # The 32-bit test lane from the MicroPython sources (needs GitHub): .venv/micropython32/micropython
 micropython32:
 	bash host_tools/toolchain/build_micropython32.sh $(VENV)/micropython32/micropython
+
+# 1,000 virtual-board power cuts with and without the power-fail warning (about 10 min)
+powercuts: setup
+	$(BIN)/python -m meterctl.powercuts --cuts 1000
 
 soak: setup
 	$(BIN)/python -m meterctl.soak --hours $(HOURS)
