@@ -127,3 +127,59 @@ def state_region(board="sim"):
 
 def read_mark(path):
     return json.loads(Path(path).read_text())
+
+
+# --- a full ring: the meter's history continued on the host ---------------------------------------------
+def continue_until_retention(image, keys_dir, master, drops):
+    """Continue the meter of `image` (keystore `keys_dir`, master key bytes) as the app would, until
+    ring retention has dropped `drops` sectors: the firmware's Journal (on CPython) with an on_drop
+    hook that seals a retention record (RECORDS.md 5) before each drop, checkpoints sealed by the
+    host Sealer (byte-identical to the device's, tests/test_seal_kat.py) under a new key epoch, and
+    the keystore's high-water mark advanced to the newest checkpoint. Filling 1.5 MiB with `sim run`
+    would take hours of simulated time; this writes the same record formats in seconds.
+    Returns the number of retention records written."""
+    mpcompat.install()
+    from sim.nor import NorFlash
+    from umeter import records
+    from umeter.hal.keystore_file import open_keystore
+    from umeter.store import Journal
+    from umeter.store.region import partitions
+
+    from meterctl import sealing
+
+    ks = open_keystore(str(keys_dir))
+    epoch = ks.rotate()  # a boot
+    size = Path(image).stat().st_size
+    flash = NorFlash(size, path=str(image), in_ram=True)
+    sealer = sealing.Sealer(sealing.Keyring(master), epoch)
+    dropped = []
+    journal = None
+
+    def on_drop(first, last):
+        kept_seq, kept_tag = 0, b""
+        for kept_seq, rec in journal.records(since=last + 1):
+            kept_tag = sealing.tag_of(rec)
+            break
+        seq = journal.next_seq
+        rec = sealer.seal(seq, records.retention(first, last, kept_seq, kept_tag), anchor=True)
+        assert journal.append(rec) == seq
+        dropped.append(seq)
+
+    journal = Journal(partitions(flash, ex.board_partitions("sim"))["journal"], on_drop=on_drop)
+    last_seq, last_rec = list(journal.records())[-1]
+    sealer.resume(last_seq, sealing.tag_of(last_rec))
+    fu = (1 << 24) * 10 ** 6   # 1 MWh: well above the sim run's registers, so no floor is lowered
+    t = 10 ** 9
+    while len(dropped) < drops:
+        fu += (1 << 24) * 1000
+        t += 4000 * 20
+        payload = records.checkpoint([1, 24, t, fu, 0, 0, 0])
+        size_rec = sealing.HEADER_LEN + 1 + len(sealer.prev) + len(payload) + 16  # an anchor, alg 1
+        seq = journal.make_room(size_rec)
+        rec = sealer.seal(seq, payload, anchor=True)
+        assert len(rec) == size_rec
+        assert journal.append(rec) == seq
+        last_seq, last_tag = seq, sealer.last_tag
+    ks.advance_mark(last_seq, last_tag, epoch, {"1.8.0": fu >> 24, "2.8.0": 0, "3.8.0": 0, "4.8.0": 0})
+    flash.close()
+    return len(dropped)
