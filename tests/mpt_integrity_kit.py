@@ -38,7 +38,7 @@ def boot(board):
     return Meter(SmallBoard(board.dir, flash=board.dev, provision=False))
 
 
-def advance(m, checkpoints, samples=400):
+def advance(m, checkpoints, samples=2000):
     """Meter a little, then checkpoint, `checkpoints` times."""
     for _ in range(checkpoints):
         m.run_samples(samples)
