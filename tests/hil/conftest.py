@@ -27,6 +27,9 @@ def pytest_addoption(parser):
     g.addoption("--power-cycle", metavar="CMD",
                 help="shell command that cuts the board's supply and restores it (virtual: a kill after "
                      "the power-fail warning)")
+    g.addoption("--power-fail-warning", action="store_true",
+                help="the --power-cycle cut raises the board's power-fail input before the supply goes "
+                     "(supervisor wired): then no metered energy may be lost at all")
     g.addoption("--grid", metavar="FILE",
                 help="grid scenario JSON the rig's source applies (keys of host_tools/sim/grid.py); "
                      "virtual: the sim board's scenario")
@@ -53,7 +56,8 @@ def pytest_configure(config):
     if not _opt(config, "--port"):
         if _opt(config, "--board") not in (None, "sim"):
             raise pytest.UsageError("without --port the suite runs the virtual board: --board sim or none")
-        real_only = [o for o in ("--power-cycle", "--master-key", "--ota-key") if _opt(config, o)]
+        real_only = [o for o in ("--power-cycle", "--power-fail-warning", "--master-key", "--ota-key")
+                     if _opt(config, o)]
         if real_only:
             raise pytest.UsageError("%s: for a real board (--port); the virtual board cuts its own power and "
                                     "makes its own keys" % ", ".join(real_only))
@@ -78,7 +82,7 @@ def rig(request, tmp_path_factory):
         board = hil.Rig(_opt(config, "--port"), _opt(config, "--board"), virtual=False,
                         scenario=_scenario(config), power_cycle_cmd=_opt(config, "--power-cycle"),
                         key_args=["--key", key] if key else [], ota_key=_opt(config, "--ota-key"),
-                        work_dir=work)
+                        work_dir=work, cut_warns=_opt(config, "--power-fail-warning"))
         board.wait_answering(30)
         yield board
         return

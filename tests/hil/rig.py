@@ -90,12 +90,13 @@ class Rig:
     """A board under test. port: its serial port (real) or pty (virtual); board: the boards/ name."""
 
     def __init__(self, port, board, virtual, scenario=None, power_cycle_cmd=None, key_args=(),
-                 vboard=None, ota_key=None, work_dir=None, timeout=10.0):
+                 vboard=None, ota_key=None, work_dir=None, cut_warns=False, timeout=10.0):
         self.port = port
         self.board = board
         self.virtual = virtual
         self.scenario = scenario          # what the grid source applies, or None (unknown)
         self.power_cycle_cmd = power_cycle_cmd
+        self.cut_warns = virtual or cut_warns  # the cut raises the board's power-fail input first
         self.key_args = list(key_args)    # `meterctl export` key arguments, [] when the rig has no key
         self.vboard = vboard
         self.ota_key = ota_key            # signing key file the device's update trust store trusts
@@ -128,6 +129,15 @@ class Rig:
 
     def identity(self):
         return json.loads(meterctl_ok("id", "--port", self.port, "--json", "--timeout", self.timeout))
+
+    def checkpoint_s(self):
+        """The board's checkpoint interval, in metered (engine) seconds."""
+        text = self.exec("import board\nprint(getattr(board, 'CHECKPOINT_S', 60))").strip()
+        return float(text.splitlines()[-1])
+
+    def wall_s(self, metered_s):
+        """Wall seconds the board takes to meter `metered_s` seconds (the virtual board runs faster)."""
+        return metered_s / float(SIM_SPEED) if self.virtual else metered_s
 
     def wait_answering(self, timeout=60.0):
         """Until the board's REPL answers again (after a reset or a power cycle)."""

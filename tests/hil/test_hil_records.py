@@ -6,18 +6,11 @@ import pytest
 import rig as hil
 
 
-def _checkpoint_s(rig):
-    """The board's checkpoint interval in wall seconds (a checkpoint is the record that surely comes)."""
-    text = rig.exec("import board\nprint(getattr(board, 'CHECKPOINT_S', 60))").strip()
-    seconds = float(text.splitlines()[-1])
-    return seconds / float(hil.SIM_SPEED) if rig.virtual else seconds
-
-
 def test_records_flow_into_the_journal(rig, deployed):
     before = rig.status()
     assert before["refusal"] is None, "the board stores no records: %s (provision it: README.md)" \
         % before["refusal"]
-    wait = 2 * _checkpoint_s(rig) + 10
+    wait = rig.wall_s(2 * rig.checkpoint_s()) + 10  # a checkpoint is the record that surely comes
     after = rig.wait_status(lambda s: (s["journal"] or {}).get("last_seq", 0)
                             > (before["journal"] or {}).get("last_seq", 0) + 1,
                             "two more sealed records in the journal", timeout=wait)
