@@ -285,8 +285,12 @@ def forge(bundle_file, offset, dest):
     return Path(dest)
 
 
-def manifest_offset(bundle_file):
-    """An offset inside the signed manifest (past the 14-byte header): changing it breaks the signature."""
+def manifest_offset(bundle_file, text):
+    """The offset of `text` (e.g. the version) inside the signed manifest: changing a byte there keeps the
+    manifest parseable, so only the signature can catch it."""
     data = Path(bundle_file).read_bytes()
     manifest_len = int.from_bytes(data[10:12], "big")
-    return 14 + manifest_len // 2
+    at = data.find(text.encode(), 14, 14 + manifest_len)
+    if at < 0:
+        raise RigError("%r is not in the manifest of %s" % (text, bundle_file))
+    return at

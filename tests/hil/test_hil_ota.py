@@ -82,11 +82,14 @@ def test_software_id_matches_the_bundle(rig, good):
 @pytest.mark.parametrize("where", ["manifest", "payload"])
 def test_forged_bundle_is_refused_and_the_old_app_keeps_running(rig, good, where, tmp_path):
     before = rig.identity()
-    signed, _ = good["signer"].bundle(rig.board, _version("forged-" + where[0]), good["counter"])
-    offset = hil.manifest_offset(signed) if where == "manifest" else -100  # -100: inside the last file
+    version = _version("forged-" + where[0])
+    signed, _ = good["signer"].bundle(rig.board, version, good["counter"])
+    # manifest: a letter of the version (still a valid manifest); payload: a byte inside the last file
+    offset = hil.manifest_offset(signed, version) if where == "manifest" else -100
     forged = hil.forge(signed, offset, tmp_path / "forged.bnd")
     code, out, err = _push(rig, forged)
     assert code == 2 and "the device refused the bundle" in err, out + err
+    assert ("does not verify" if where == "manifest" else "SHA-256 does not match the manifest") in err, err
     print("%s byte changed: %s" % (where, err.strip().splitlines()[-1]))
     rig.reset()
     after = rig.identity()
