@@ -30,8 +30,7 @@ def test_registers_never_go_backwards_across_power_cuts(rig, deployed, tmp_path)
         rig.power_cycle()
         after = rig.wait_windows(more=1)
         lost = _backwards(settled, after)
-        assert not lost, "cut %d: a checkpointed register went backwards (before, after): %s" % (cut + 1,
-                                                                                                    lost)
+        assert not lost, "cut %d: a checkpointed register went back (before, after): %s" % (cut + 1, lost)
         lost = _backwards(last, after)
         assert not (rig.cut_warns and lost), "cut %d: energy lost despite the power-fail warning " \
                                              "(before, after): %s" % (cut + 1, lost)
