@@ -353,4 +353,27 @@ def test_attack_over_serial(name, base, ctx, tmp_path, capsys):
     with VirtualBoard(bd, heapsize="24M") as vb:
         assert vb.wait_ready()
         status, _, err = export(capsys, "--port", vb.pty_path, "--key", base / "a.key", "--strict")
+        if name == "untouched":  # `meterctl mark --port`: the device's mark, as its keystore holds it
+            assert meterctl_main(["mark", "--port", vb.pty_path, "--out", str(tmp_path / "dev.mark")]) == 0
     assert status == ATTACKS[name][1], err
+    if name == "untouched":
+        dev, img_mark = A.read_mark(tmp_path / "dev.mark"), A.read_mark(base / "A.img.mark")
+        assert dev["seq"] >= img_mark["seq"]
+        assert dev["registers_mwh"]["1.8.0"] >= img_mark["registers_mwh"]["1.8.0"]
+        assert dev["tamper"] == {"count": 0, "active": False}
+
+
+def test_mark_files_are_checked_before_use(base, tmp_path, capsys):
+    """A mark file that is not one (or is damaged) is bad input, one line, never taken as 'no mark'."""
+    good = A.read_mark(base / "A.img.mark")
+    cases = {"notjson": "{", "format": dict(good, format="other"), "version": dict(good, version=2),
+             "seq": dict(good, seq=-1), "tag": dict(good, tag="zz"),
+             "regs": dict(good, registers_mwh={"1.8.0": "x"})}
+    for why, doc in cases.items():
+        f = tmp_path / ("%s.mark" % why)
+        f.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+        status, out, err = export(capsys, "--image", base / "A.img", "--key", base / "a.key", "--mark", f)
+        assert status == 2 and out == "" and err.count("\n") == 1 and "mark file" in err, (why, err)
+    status, _, err = export(capsys, "--image", base / "A.img", "--key", base / "a.key", "--mark",
+                            tmp_path / "missing.mark")
+    assert status == 2 and "does not exist" in err
