@@ -38,6 +38,9 @@ def pytest_addoption(parser):
     g.addoption("--ota-key", metavar="FILE",
                 help="the rig's Ed25519 signing key file (meterctl keys new --alg ed25519); the device's "
                      "update trust store is provisioned with it if it is not yet")
+    g.addoption("--micropython", metavar="PATH",
+                help="virtual board only: the unix port to run it on (default: the venv's; e.g. the "
+                     "32-bit build /work/shared/micropython32/micropython)")
     g.addoption("--production", metavar="DIR", help="role key files of a production-mode board (not "
                                                     "available yet: see README.md)")
 
@@ -61,6 +64,8 @@ def pytest_configure(config):
         if real_only:
             raise pytest.UsageError("%s: for a real board (--port); the virtual board cuts its own power and "
                                     "makes its own keys" % ", ".join(real_only))
+    elif _opt(config, "--micropython"):
+        raise pytest.UsageError("--micropython: for the virtual board (no --port)")
 
 
 def _scenario(config):
@@ -99,7 +104,8 @@ def _virtual_rig(config, work):
     env = {"UMETER_SIM_SPEED": hil.SIM_SPEED, "UMETER_CHECKPOINT_S": hil.SIM_CHECKPOINT_S,
            "UMETER_SIM_SCENARIO_JSON": json.dumps(scenario)}
     log = []
-    vb = VirtualBoard(board_dir, heapsize=hil.SIM_HEAP, env=env, log=log.append)
+    vb = VirtualBoard(board_dir, heapsize=hil.SIM_HEAP, env=env, log=log.append,
+                      micropython=_opt(config, "--micropython"))
     vb.start()
     try:
         if not vb.wait_ready(30):
