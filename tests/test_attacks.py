@@ -237,6 +237,12 @@ ATTACKS.update({
 })
 
 
+# With the key file alone export has no mark: what happened at the newest end cannot be seen (exit 0 with
+# a warning; --strict refuses with 5), and a whole other image opens nothing (4: wrong key).
+KEY_ONLY_LIMITS = {"head-sector-erased": 0, "newest-checkpoint-crc-broken": 0,
+                   "newest-record-length-flipped": 0, "older-image-put-back": 0, "other-meter-image": 4}
+
+
 @pytest.fixture(scope="session")
 def ctx(base):
     return Ctx(base)
@@ -262,6 +268,13 @@ def test_attack_exit_codes(name, base, ctx, tmp_path, capsys):
             status, _, err = export(capsys, "--image", path, *argv, "--strict", "--out", tmp_path / "out.csv")
             assert status == 0, (name, mode, "--strict", err)
             (tmp_path / "out.csv").unlink()
+    key_only = KEY_ONLY_LIMITS.get(name, expected)
+    status, _, err = export(capsys, "--image", path, "--key", base / "a.key", "--out", tmp_path / "k.csv")
+    assert status == key_only, (name, "key only", err)
+    if key_only == 0:
+        assert "no high-water mark checked" in err
+        status, _, err = export(capsys, "--image", path, "--key", base / "a.key", "--strict")
+        assert status == ex.EXIT_INCOMPLETE, (name, err)
 
 
 def test_the_base_image_spans_sectors_and_hours(base, ctx):
