@@ -4,6 +4,10 @@
 # deploy by `meterctl deploy`): start the app at / as before, marked as an unverified development deploy.
 # The verifier it uses (umeter.ota, umeter.crypto, the keystore backends) comes from the boot stage's own
 # copy (frozen, or at /), never from a slot; that copy is dropped from sys.modules before the app loads.
+# Production mode (console/MODE.md): decided from the MCU-internal mode blob once board.py is imported,
+# before the app is; then the REPL stays closed for good and the line speaks only the console protocol.
+import micropython
+micropython.kbd_intr(-1)  # first: no Ctrl-C during boot; development mode gives it back below
 boot_error = None
 
 
@@ -18,20 +22,93 @@ def _has_slots(root):
     return False
 
 
-def _start(board):
+def _start(board, note):
+    try:
+        from umeter.console import mode
+        ks = board.keystore()
+        m = mode.load(ks.backend)
+    except ImportError:  # an app without the console: development as before
+        m = None
+    except Exception:    # the keystore cannot be read: never open the REPL on that
+        from umeter.console.mode import Mode, PRODUCTION
+        m, ks = Mode(PRODUCTION, 0, True), None
+    if m is not None and m.locked:
+        _production(board, m, ks)  # never returns (a reset ends it)
+    micropython.kbd_intr(3)
+    print(note)
     from umeter import app
     return app.start(board)
+
+
+def _production(board, m, ks):
+    import sys
+    from umeter.console import serve
+    from umeter.console.console import Console
+    from umeter.console import handlers as hmod, mode
+    serve.lock_repl()
+    try:
+        import machine
+        reset = machine.reset
+    except (ImportError, AttributeError):
+        reset = sys.exit
+    if m.mode == mode.RESETTING and ks is not None:
+        mode.finish_reset(ks, board)
+        reset()
+    from umeter import app
+    meter = h = None
+    try:
+        meter = app.start(board, background=False)
+    except Exception:
+        pass  # no meter: the console still answers (hello, login), so an admin can act
+    if meter is not None:
+        h = hmod.Handlers(meter, board, m, reset)
+        backend = meter.keystore.backend if meter.keystore is not None else ks.backend
+        sw = app.SOFTWARE_ID
+    else:
+        backend = ks.backend if ks is not None else board.keystore().backend
+        sw = "umeter"
+    serial = _serial()
+    console = Console(backend, h.table() if h else {}, hmod.public_line(sw, serial, m.name),
+                      h.on_event if h else None)
+
+    def step():
+        if h is not None:
+            h.after()
+        if meter is not None and not meter.step():
+            import time
+            time.sleep_ms(1)
+
+    if h is not None:
+        h.bind(console)
+    while True:
+        try:
+            serve.serve(console, step=step)
+        except SystemExit:  # machine.reset() on the virtual board
+            raise
+        except BaseException:
+            pass
+        if sys.platform == "linux":  # the unix port's line closed: end the process, never a prompt
+            raise SystemExit(0)
+
+
+def _serial():
+    try:
+        import machine
+        from binascii import hexlify
+        return hexlify(machine.unique_id()).decode()
+    except Exception:
+        return "unknown"
 
 
 def _development():
     try:
         import board
     except ImportError:
+        micropython.kbd_intr(3)
         print("umeter: no board.py on this device: run `meterctl deploy --board NAME --port PORT`")
         return None
-    print("umeter: unverified development deploy (no signed app slot)")
     try:
-        return _start(board)
+        return _start(board, "umeter: unverified development deploy (no signed app slot)")
     except Exception as e:
         import sys
         print("umeter: start failed:")
@@ -60,11 +137,11 @@ def _boot():
         if name == "board" or name == "umeter" or name.startswith("umeter."):
             del sys.modules[name]
     sys.path.insert(0, slots.slot_dir(root, index))
-    print("umeter: slot %s verified: app %s, security counter %d%s"
-          % (slots.NAMES[index], m.version, m.counter, ", trial boot" if trial else ""))
+    note = ("umeter: slot %s verified: app %s, security counter %d%s"
+            % (slots.NAMES[index], m.version, m.counter, ", trial boot" if trial else ""))
     try:
         import board
-        return _start(board)
+        return _start(board, note)
     except Exception as e:
         boot_error = "%s: %s" % (type(e).__name__, e)
         print("umeter: start failed:")
@@ -77,3 +154,4 @@ def _boot():
 
 
 meter = _boot()
+micropython.kbd_intr(3)  # development, or a safe state: the REPL as before
