@@ -110,6 +110,8 @@ class VirtualBoard:
         self._requests = []       # (kind, threading.Event) handled by the bridge thread
         self._stop = threading.Event()
         self._cutter = None
+        self.production = False   # the board's MCU-internal mode says the REPL is closed (console/MODE.md)
+        self._sigint_seen = False
         self._reset_state()
 
     # ---- public API -------------------------------------------------------------------------------
@@ -222,6 +224,8 @@ class VirtualBoard:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
+        self.production = self._locked_mode()
+        self._sigint_seen = False
         line = self._line = PowerFailLine(self.hold_up_ms)
         env = self._environment(run_main)
         env.update(line.env())
@@ -241,6 +245,23 @@ class VirtualBoard:
         self._filter_buf = b""
         self._filter_deadline = time.monotonic() + READY_TIMEOUT
         self.log("boot %d: pid %d%s" % (self.boots, self._proc.pid, "" if run_main else " (main.py skipped)"))
+
+    def _locked_mode(self):
+        """Production mode (or a reset under way): the line carries console frames, not REPL text, so
+        its bytes are passed on uncooked, and the board is ready once it stops catching SIGINT
+        (serve.lock_repl) instead of at a prompt it never shows."""
+        keys = self.env.get("UMETER_KEYS_DIR") or str(self.board_dir / "keys")
+        try:
+            from meterctl.production import board_mode
+            return board_mode(keys).locked
+        except Exception:
+            return False
+
+    def _production_ready(self):
+        if self._executing():
+            self._sigint_seen = True  # the port runs Python: its SIGINT handler is in place
+        elif self._sigint_seen and self._proc.poll() is None:
+            self._set_ready()
 
     def _kill(self):
         proc = self._proc
@@ -299,6 +320,8 @@ class VirtualBoard:
                 self.log("firmware did not reach the REPL; showing its output as is")
                 self._emit(self._filter_buf)
                 self._filter, self._filter_buf = None, b""
+            if self.production and not self._ready.is_set():
+                self._production_ready()
             if self._proc.poll() is not None:
                 self._on_exit()
 
@@ -454,7 +477,7 @@ class VirtualBoard:
     def _emit(self, data):
         if not data:
             return
-        if self.crlf:
+        if self.crlf and not self.production:
             data = self._cook(data)
         while data:
             try:
