@@ -26,6 +26,8 @@ def register(subparsers):
                               description="App version, security counter and software id (SHA-256 of the "
                                           "active slot's signed manifest) of the device.")
     add_port_args(p)
+    from meterctl.production import add_role_args
+    add_role_args(p)
     p.add_argument("--json", action="store_true", help="print the identification as one JSON object")
     p.set_defaults(func=run)
 
@@ -63,9 +65,20 @@ def format_identity(info, port):
 
 
 def run(args, out=None):
+    from meterctl import production as prod
     out = out or sys.stdout
-    with Remote(args.port, timeout=args.timeout) as dev:
-        info = fetch_identity(dev)
+    key = prod.role_key_from(args, args.role)
+    if key is not None:  # a production meter: the console's software_id (reader and up)
+        with prod.Console(args.port, key, args.role, timeout=args.timeout) as c:
+            info = c.json("software_id")
+    else:
+        try:
+            with Remote(args.port, timeout=args.timeout) as dev:
+                info = fetch_identity(dev)
+        except RemoteError:
+            if prod.which_mode(args.port) is not None:
+                raise CliError(prod.production_hint(args.port)) from None
+            raise
     if args.json:
         print(json.dumps(info, sort_keys=True), file=out)
     else:

@@ -20,6 +20,8 @@ def register(subparsers):
                               description="Read umeter.app.status() from the device over the raw REPL "
                                           "(no soft reset: the meter keeps running).")
     add_port_args(p)
+    from meterctl.production import add_role_args
+    add_role_args(p)
     p.add_argument("--json", action="store_true", help="print the status as one JSON object")
     p.set_defaults(func=run)
 
@@ -57,11 +59,28 @@ def fetch_status(dev):
     return status
 
 
+def read_status(args):
+    """The status from a development meter (raw REPL) or, with a role key, a production one (console)."""
+    from meterctl import production as prod
+    check_port(args.port)
+    key = prod.role_key_from(args, getattr(args, "role", "reader"))
+    if key is not None:
+        with prod.Console(args.port, key, args.role, timeout=args.timeout) as c:
+            return c.json("status")
+    try:
+        with Remote(args.port, timeout=args.timeout) as dev:
+            status = fetch_status(dev)
+    except RemoteError:
+        if prod.which_mode(args.port) is not None:
+            raise CliError(prod.production_hint(args.port)) from None
+        raise
+    status.setdefault("mode", "development")  # the REPL answered: it is open
+    return status
+
+
 def run(args, out=None):
     out = out or sys.stdout
-    check_port(args.port)
-    with Remote(args.port, timeout=args.timeout) as dev:
-        status = fetch_status(dev)
+    status = read_status(args)
     if args.json:
         print(json.dumps(status, sort_keys=True), file=out)
     else:
