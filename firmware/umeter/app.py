@@ -18,7 +18,7 @@ import struct
 import micropython
 
 from umeter import records
-from umeter.crypto import rollback
+from umeter.crypto import boot_verify, rollback
 from umeter.crypto.seal import Opener, Sealer, tag_of
 from umeter.hal.keystore import NOT_PROVISIONED
 from umeter.metering import obis
@@ -120,7 +120,7 @@ class Meter:
             self.refusal = "the journal cannot be used (%s)" % self.store_error
             return
         t0 = _ticks_ms()
-        v = self.verdict = rollback.boot_check(self.journal, Opener(ks), self.mark, self.mark_error,
+        v = self.verdict = boot_verify.boot_check(self.journal, Opener(ks), self.mark, self.mark_error,
                                                self._hint(_RET_KEY), self._hint(_CP_KEY))
         self.verification = {"walked": v.walked, "verified": v.verified, "oldest_seq": v.oldest_seq,
                              "retention_seq": v.retention[0] if v.retention else 0,
@@ -154,10 +154,10 @@ class Meter:
             return
         frac = self.engine.snapshot()[1]
         snap = cp[1] if cp is not None and cp[1][1] == frac else None
-        self.floored = rollback.below_floor(snap, floors) if snap is not None else \
+        self.floored = boot_verify.below_floor(snap, floors) if snap is not None else \
             [c for c in floors if floors[c] > 0]
         try:
-            self.engine.restore(rollback.with_floors(snap, floors, frac))
+            self.engine.restore(boot_verify.with_floors(snap, floors, frac))
         except ValueError as e:
             self._fault(e)
             return
