@@ -150,3 +150,105 @@ def test_newest_readable_record_counts_not_the_journals_last_seq():
     assert v.status == rollback.ROLLED_BACK and (v.last_seq, v.last_tag) == (5, sealing.tag_of(recs[4][1]))
     v = rollback.check(Claims(recs), None, Opener(KEY))
     assert v.status == rollback.FRESH and v.last_seq == 10
+
+
+# --- boot_verify.boot_check (the app's boot check) ------------------------------------------------------
+from umeter import records  # noqa: E402
+from umeter.crypto import boot_verify  # noqa: E402
+from umeter.hal.keystore import HighWater  # noqa: E402
+
+
+class StrictOpener(Opener):
+    def open(self, seq, record):
+        try:
+            return super().open(seq, record)
+        except sealing.SealError as e:
+            raise TamperError(str(e)) from None
+
+
+def snap(mwh, t=0):
+    return [1, 24, t, mwh << 24, 0, 0, 0]
+
+
+def meter_history(n_checkpoints, start=1, per=3, sealer=None):
+    """A chain as the app writes it: per-1 profiles then one checkpoint (an anchor), repeated."""
+    s = sealer or sealing.Sealer(KEY, 1)
+    recs, seq = [], start
+    for k in range(n_checkpoints):
+        for _ in range(per - 1):
+            recs.append((seq, s.seal(seq, records.profile(bytes(38)))))
+            seq += 1
+        recs.append((seq, s.seal(seq, records.checkpoint(snap(1000 * (k + 1), seq)), anchor=True)))
+        seq += 1
+    return recs, s
+
+
+def hw_at(recs, seq, floor=0, epoch=1):
+    return HighWater(seq, sealing.tag_of(dict(recs)[seq]), epoch, {"1.8.0": floor})
+
+
+def boot(recs, mark, **kw):
+    return boot_verify.boot_check(FakeJournal(recs), StrictOpener(KEY), mark, **kw)
+
+
+def test_boot_check_ok_finds_the_newest_checkpoint():
+    recs, _ = meter_history(5)
+    v = boot(recs, hw_at(recs, 15, floor=5000))
+    assert v.status == rollback.OK and v.checkpoint[0] == 15 and v.checkpoint[1][3] >> 24 == 5000
+    assert v.last_seq == 15 and v.walked == 1 and v.oldest_seq == 1
+    v = boot(recs, None)
+    assert v.status == rollback.FRESH and v.checkpoint[0] == 15
+
+
+def test_boot_check_verifies_the_mark_record_not_just_its_tag():
+    recs, _ = meter_history(5)
+    seq, rec = recs[14]
+    bad = rec[:40] + bytes([rec[40] ^ 1]) + rec[41:]  # same tag, altered body
+    v = boot(recs[:14] + [(seq, bad)], hw_at(recs, 15, floor=5000))
+    assert v.status == rollback.CHAIN_BROKEN and "does not verify" in v.reason
+    assert v.checkpoint[0] == 12  # the newest one that verifies, found from the oldest record
+    assert boot_verify.below_floor(v.checkpoint[1], {"1.8.0": 5000}) == ["1.8.0"]
+    assert boot_verify.with_floors(v.checkpoint[1], {"1.8.0": 5000}, 24)[3] == 5000 << 24
+    # a mark on a plain record (not a checkpoint anchor) is refused too
+    v = boot(recs, hw_at(recs, 14))
+    assert v.status == rollback.CHAIN_BROKEN and "not an anchor" in v.reason
+
+
+def test_boot_check_break_after_the_mark_resynchronises_at_the_next_anchor():
+    recs, _ = meter_history(6)
+    seq, rec = recs[10]  # a profile after the mark at 9
+    recs2 = recs[:10] + [(seq, rec[:-1] + bytes([rec[-1] ^ 1]))] + recs[11:]
+    v = boot(recs2, hw_at(recs, 9))
+    assert v.status == rollback.CHAIN_BROKEN and "after the high-water mark" in v.reason
+    assert v.checkpoint[0] == 18 and v.last_seq == 18
+
+
+def test_boot_check_rolled_back_and_mark_damaged():
+    recs, _ = meter_history(5)
+    v = boot(recs[:9], hw_at(recs, 15, floor=5000))
+    assert v.status == rollback.ROLLED_BACK and v.checkpoint[0] == 9
+    assert v.problems[-1][0] == rollback.BELOW_FLOOR
+    v = boot(recs, None, mark_error="both copies damaged")
+    assert v.status == rollback.MARK_DAMAGED and v.tamper and v.code == 3
+
+
+def test_boot_check_tells_retention_from_deletion():
+    recs, s = meter_history(4)
+    # ring retention dropped seqs 1..6 and sealed it, naming seq 7 and its tag
+    kept_tag = sealing.tag_of(dict(recs)[7])
+    ret = (13, s.seal(13, records.retention(1, 6, 7, kept_tag), anchor=True))
+    more, _ = meter_history(2, start=14, sealer=s)
+    after = recs[6:] + [ret] + more
+    mark = hw_at(more, 19)
+    v = boot(after, mark, retention_hint=13)
+    assert v.status == rollback.OK and v.retention[0] == 13 and v.oldest_seq == 7
+    v = boot(after, mark)  # no hint (State lost): the retention record is searched for
+    assert v.status == rollback.OK and v.retention[0] == 13
+    v = boot(recs[3:6] + after, mark, retention_hint=13)  # the announced drop not finished yet
+    assert v.status == rollback.OK
+    v = boot(after[3:], mark, retention_hint=13)  # more than the retention record covers is gone
+    assert v.status == rollback.DELETED and "keeps seq 7" in v.reason
+    v = boot(recs[3:], hw_at(recs, 12))  # oldest records gone, nothing dropped on purpose
+    assert v.status == rollback.DELETED and "no retention record" in v.reason
+    v = boot(recs, hw_at(recs, 12))  # everything there: the oldest record is the genesis anchor
+    assert v.status == rollback.OK
