@@ -125,3 +125,18 @@ def test_brown_out_loops_just_before_each_checkpoint():
         assert position(m) > pos
         pos = position(m)
         before = regs(m)
+
+
+def test_power_fail_warning_and_clean_stop_lose_no_energy():
+    board = SmallBoard(tmpdir() + "/pf")
+    m = Meter(board)
+    for _ in range(3):
+        m.run_samples(4000 * 3 + 1234)  # mid-window, between checkpoints
+        m.power_fail()
+        fu = m.engine.register_fu("1.8.0")
+        m = boot(board)
+        assert m.engine.register_fu("1.8.0") == fu and m.status()["tamper"] is None
+    m.run_samples(4000 * 2 + 77)
+    m.stop()
+    fu = m.engine.register_fu("1.8.0")
+    assert boot(board).engine.register_fu("1.8.0") == fu
