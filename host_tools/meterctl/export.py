@@ -322,7 +322,8 @@ def summary(snapshot, keys, res):
             "last_seq": res.last_seq, "withheld": res.withheld, "journal_corrupt_skipped": snapshot.corrupt,
             "high_water_marks_checked": res.marks, "checks": res.notes,
             "retention_records": [s for s, _ in res.retention],
-            "device_tamper_events": [s for s, _ in res.device_tamper]}
+            "device_tamper_events": [s for s, _ in res.device_tamper],
+            "device_tamper_log": [{"source": src, "count": n} for src, n in res.tamper_log]}
 
 
 # --- output -----------------------------------------------------------------------------------------------
