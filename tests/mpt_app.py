@@ -100,14 +100,23 @@ def test_rolled_back_flash_raises_tamper_and_meters_on():
             chunk = old[addr + p:addr + p + 256]
             if chunk != b"\xff" * 256:
                 board.dev.program(addr + p, chunk)
+    before = board.ks.high_water().registers  # what the last durable checkpoint held
+    assert before["1.8.0"] > 1150.0 * 25 / 3.6
     m2 = Meter(board)
     st = m2.status()
     assert st["tamper"] is not None and st["tamper"]["status"] == "rolled_back"
+    for code, mwh in before.items():  # the high-water mark's floors: the older image lowers nothing
+        assert m2.engine.registers()[code] >= mwh, code
+    assert st["tamper_log"]["count"] == 1 and st["tamper_log"]["events"][0]["code"] == 1
+    assert st["key"]["storage"] == "unknown"  # the test board declares no KEY_STORAGE
     assert st["key"]["epoch"] == epoch_before + 1  # a new epoch per boot: no nonce is reused
     m2.run_samples(4000 * 3)
     assert m2.status()["window"]["32.7.0"] > 229.0
     events = [f for _, (typ, f) in _decoded(m2) if typ == records.REC_EVENT]
     assert any(e["event"] == "tamper" for e in events)
+    m2.checkpoint()
+    st = Meter(board).status()  # a later boot: the verdict is ok, the tamper log still says so
+    assert st["tamper"]["status"] == "recorded" and st["tamper_log"]["active"]
 
 
 def test_metering_ic_board():
