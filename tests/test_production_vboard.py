@@ -69,7 +69,7 @@ def export_checked(vb, keys):
     return snap, res
 
 
-def mpremote_exec(vb, code, timeout=8):
+def mpremote_exec(vb, code, timeout=4):
     try:
         p = subprocess.run([MPREMOTE, "connect", vb.pty_path, "resume", "exec", code], capture_output=True,
                            text=True, timeout=timeout)
