@@ -9,7 +9,7 @@ from umeter.crypto.rollback import (BELOW_FLOOR, CHAIN_BROKEN, DELETED, FRESH, M
 
 _REC_CHECKPOINT = 2  # records.REC_CHECKPOINT, REC_RETENTION (RECORDS.md 1)
 _REC_RETENTION = 4
-_RETENTION_PAYLOADS = (27, 43, 59)  # retention payload bytes with a kept tag of 0, 16 or 32 bytes
+_RETENTION_BODY = 27  # type byte + RETENTION_FORMAT (RECORDS.md 5), before the kept tag
 
 
 def _epoch_of(rec):
@@ -160,11 +160,13 @@ def _newest_checkpoint(journal, opener, v, since):
 
 
 def _retention_candidate(rec):
-    # an anchor whose payload length is that of a retention record: only those are opened (cheap scan)
+    # an anchor whose payload length is that of a retention record (kept tag: none, or as long as this
+    # record's own tag): only those are opened, so the scan costs no MAC per checkpoint
     if not is_anchor(rec) or rec[1] not in (1, 2):
         return False
-    n = len(rec) - 10 - rec[9] - (16 if rec[1] == 1 else 32)
-    return n in _RETENTION_PAYLOADS
+    t = 16 if rec[1] == 1 else 32
+    n = len(rec) - 10 - rec[9] - t
+    return n == _RETENTION_BODY or n == _RETENTION_BODY + t
 
 
 def _newest_retention(journal, opener, v):
