@@ -108,7 +108,7 @@ def test_rolled_back_flash_raises_tamper_and_meters_on():
     for code, mwh in before.items():  # the high-water mark's floors: the older image lowers nothing
         assert m2.engine.registers()[code] >= mwh, code
     assert st["tamper_log"]["count"] == 1 and st["tamper_log"]["events"][0]["code"] == 1
-    assert st["key"]["storage"] == "unknown"  # the test board declares no KEY_STORAGE
+    assert st["key_storage"]["kind"] == "unknown"  # the test board declares no KEY_STORAGE
     assert st["key"]["epoch"] == epoch_before + 1  # a new epoch per boot: no nonce is reused
     m2.run_samples(4000 * 3)
     assert m2.status()["window"]["32.7.0"] > 229.0

@@ -113,7 +113,7 @@ def test_damaged_keys_blob_meters_from_the_floors_and_says_what_to_do():
     m = boot(board)
     st = m.status()
     assert "meterctl provision" in st["refusal"] and "damaged" in st["key"]["damage"]["keys"]
-    assert st["key"]["provisioned"] is False and st["key"]["storage"] == "simulated"
+    assert st["key"]["provisioned"] is False and st["key_storage"]["kind"] == "simulated"
     not_below(regs(m), before)  # no key to open a checkpoint: the mark's floors hold the registers
     assert st["registers_floored"]
     _meters_on(m)
@@ -166,7 +166,7 @@ def test_status_shows_key_storage_mark_and_verification():
     board, m, before, pos = _run("status")
     m = boot(board)
     st = m.status()
-    assert st["key"]["storage"] == "simulated" and st["key"]["storage_note"]
+    assert st["key_storage"]["kind"] == "simulated" and st["key_storage"]["note"]
     assert (st["mark"]["epoch"], st["mark"]["seq"]) == pos and st["mark"]["floors_wh"]["1.8.0"] > 0
     v = st["verification"]
     assert v["walked"] >= 1 and v["verified"] >= 1 and v["oldest_seq"] == 1

@@ -350,8 +350,7 @@ class Meter:
         eng = self.engine
         regs = eng.registers()
         ks = self.keystore
-        key = {"provisioned": ks is not None and ks.provisioned, "storage": self.key_storage,
-               "storage_note": _STORAGE_NOTES.get(self.key_storage, "not declared by the board")}
+        key = {"provisioned": ks is not None and ks.provisioned}
         if key["provisioned"]:
             key["epoch"] = ks.epoch
             key["key_id"] = ks.key_id()
@@ -379,6 +378,8 @@ class Meter:
             "verification": self.verification,
             "retention_records": self.retained,
             "key": key,
+            "key_storage": {"kind": self.key_storage,
+                            "note": _STORAGE_NOTES.get(self.key_storage, "not declared by the board")},
             "faults": self.faults,
             "last_fault": self.last_fault,
             "restored_from_seq": self.restored_from,
