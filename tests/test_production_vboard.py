@@ -124,6 +124,26 @@ def test_roles_end_to_end(tmp_path, capsys):
         texts = [r.get("text", "") for r in res.rows if r.get("event") == "console"]
         assert "operator calibration" in texts and "admin factory_reset" in texts
         assert not any(t.startswith("reader calibration") for t in texts)
+        status, out, err = meterctl(capsys, "id", "--port", vb.pty_path, "--key-dir", keys.path, "--json")
+        assert status == 0, err
+        assert json.loads(out)["console_mode"] == "production"
+
+
+def test_reprovision_needs_the_admin_key(tmp_path, capsys):
+    with production_board(tmp_path, capsys) as (vb, keys):
+        epoch = status_as(vb, keys)["key"]["epoch"]
+        other = prod.KeyDir(tmp_path / "other")
+        other.create_missing()
+        status, out, err = meterctl(capsys, "provision", "--port", vb.pty_path, "--key-dir", other.path,
+                                    "--production", "--timeout", "3")
+        assert status == 2 and "auth_failed" in err and "admin" in err
+        status, out, err = meterctl(capsys, "provision", "--port", vb.pty_path, "--key-dir", keys.path,
+                                    "--production")
+        assert status == 0 and "as admin" in out, err
+        assert int(out.split("key epoch ")[1].split()[0]) > epoch
+        assert prod.wait_for_console(vb.pty_path) == "production"
+        st = status_as(vb, keys)
+        assert st["key"]["epoch"] > epoch and st["refusal"] is None
 
 
 ATTACKS = {
@@ -182,7 +202,7 @@ def test_reset_to_original_then_provision_again(tmp_path, capsys):
         assert res.rows and res.rows[0]["seq"] == 1
         with prod.Console(vb.pty_path, keys.role_key("admin"), "admin") as c:
             assert c.call("factory_reset", b"reset to original state") == b"resetting"
-            c.client._keys = None  # the board is rebooting: no logout
+            c.rebooting()
         deadline = time.monotonic() + 30
         while vb.production or not vb.wait_ready(1):
             assert time.monotonic() < deadline, "the board did not come back in development mode"

@@ -234,6 +234,7 @@ def _reprovision(args, kd, keys, ids):
     try:
         with prod.Console(args.port, kd.role_key("admin"), "admin", timeout=args.timeout) as c:
             got = json.loads(c.call("provision", payload, secret=True))
+            c.rebooting()
     except ConsoleError as e:
         raise CliError("the production meter on %s refused: %s (re-provisioning needs the admin key it "
                        "holds, %s)" % (args.port, e, kd.file("admin"))) from None

@@ -109,6 +109,7 @@ class Console:
         self.timeout = timeout
         self._ser = None
         self.client = None
+        self._logout = True
 
     def __enter__(self):
         import serial
@@ -130,13 +131,17 @@ class Console:
 
     def __exit__(self, *exc):
         try:
-            if self.client is not None and exc[0] is None:
+            if self.client is not None and exc[0] is None and self._logout:
                 self.client.logout()
         finally:
             self._ser.close()
 
     def call(self, command, payload=b"", secret=False):
         return self.client.call(command, payload, secret)
+
+    def rebooting(self):
+        """The command just answered reboots the meter: no logout at the end (nobody would answer it)."""
+        self._logout = False
 
     def paged(self, command):
         """A paged answer (offset u32 requests; answer: total u32 || bytes) put together."""
