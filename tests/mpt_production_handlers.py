@@ -1,0 +1,116 @@
+# The app's console handlers (console/handlers.py) over a real Meter on the unix port (both lanes): every
+# privileged command is a sealed EV_CONSOLE record naming its role, a command whose event cannot be sealed
+# is refused, paged answers fit together, export hands out the sealed records, calibration by role, the
+# reset to the original state asks for a reboot only after its answer.
+import json
+import struct
+
+from app_boards import SampleBoard
+from mptest import tmpdir
+from mpt_console_kit import Host, error_of, ROLE_KEYS
+from umeter import records
+from umeter.app import Meter
+from umeter.console import mode, roles
+from umeter.console.console import Console
+from umeter.console.framing import ERR_FORBIDDEN, ERR_INTERNAL, ERR_BAD_PAYLOAD
+from umeter.console.handlers import Handlers, public_line, RESET_CONFIRM
+from umeter.crypto.seal import Opener
+
+HEAPSIZE = "16M"
+
+
+def production(provision=True):
+    board = SampleBoard(tmpdir(), provision=provision)
+    meter = Meter(board)
+    resets = []
+    h = Handlers(meter, board, mode.Mode(mode.PRODUCTION, 1), reset=lambda: resets.append(1))
+    c = Console(board.keystore().backend, h.table(), public_line("umeter 0.1.0", "SN1", "production"),
+                h.on_event)
+    h.bind(c)
+    for role, key in ROLE_KEYS.items():
+        c.rolekeys.set_key(role, key)
+    return meter, h, c, resets
+
+
+def console_events(meter):
+    opener = Opener(meter.keystore)
+    out = []
+    for seq, rec in meter.journal.records():
+        typ, body = records.decode(opener.open(seq, rec))
+        if typ == records.REC_EVENT and body["code"] == records.EV_CONSOLE:
+            out.append(body["text"])
+    return out
+
+
+def paged(host, command):
+    out = b""
+    total = None
+    while total is None or len(out) < total:
+        a = host.request(roles.CODES[command], struct.pack(">I", len(out)))
+        assert not error_of(a), a
+        total = struct.unpack(">I", a.payload[:4])[0]
+        out += a.payload[4:]
+    return out
+
+
+def test_roles_events_and_answers():
+    meter, h, c, resets = production()
+    meter.run_samples(4000 * 12)
+    host = Host(c)
+    assert host.request(roles.HELLO).payload == b"umeter|umeter 0.1.0|SN1|production"
+    assert not error_of(host.login(roles.READER))
+    st = json.loads(paged(host, "status"))
+    assert len(json.dumps(st)) > 1020  # really paged
+    assert st["mode"] == "production" and st["key"]["protected"] is False
+    assert st["console"]["session"] == "reader"
+    assert "production_note" in st["key"]
+    change = json.dumps({"i_gain": 1.02}).encode()
+    assert error_of(host.request(roles.CODES["calibration"], change)) == ERR_FORBIDDEN
+    # export: summary, then the sealed records exactly as the journal holds them
+    info = json.loads(paged(host, "export"))
+    assert info["last_seq"] == meter.journal.last_seq and info["mark"]["seq"] > 0
+    got = []
+    since = 0
+    while True:
+        a = host.request(roles.CODES["export"], struct.pack(">Q", since))
+        p = a.payload
+        nxt = struct.unpack(">Q", p[:8])[0]
+        at = 8
+        while at < len(p):
+            seq, n = struct.unpack(">QH", p[at:at + 10])
+            got.append((seq, p[at + 10:at + 10 + n]))
+            at += 10 + n
+        if not nxt:
+            break
+        since = nxt
+    assert got == [(s, bytes(r)) for s, r in meter.journal.records()]
+    assert not error_of(host.login(roles.OPERATOR))
+    a = host.request(roles.CODES["calibration"], change)
+    assert not error_of(a) and abs(json.loads(a.payload)["i_gain"] - 1.02) < 1e-6
+    assert abs(meter.engine.calib["i_gain"] - 1.02) < 1e-6
+    a = host.request(roles.CODES["set_checkpoint"])
+    assert struct.unpack(">Q", a.payload)[0] == meter.journal.last_seq
+    assert error_of(host.request(roles.CODES["factory_reset"], RESET_CONFIRM)) == ERR_FORBIDDEN
+    assert not error_of(host.login(roles.ADMIN))
+    assert error_of(host.request(roles.CODES["factory_reset"], b"please")) == ERR_BAD_PAYLOAD
+    assert resets == []
+    assert host.request(roles.CODES["factory_reset"], RESET_CONFIRM).payload == b"resetting"
+    assert resets == [] and mode.load(meter.keystore.backend).mode == mode.RESETTING
+    h.after()  # the serve loop's next step: the answer is out, now the reset
+    assert resets == [1]
+    ev = console_events(meter)
+    for text in ("reader ", "operator calibration", "operator set_checkpoint", "admin factory_reset"):
+        assert any(e.startswith(text) for e in ev), (text, ev)
+    assert not any(e.startswith("reader calibration") for e in ev)
+    assert not any(e.startswith("operator factory_reset") for e in ev)
+
+
+def test_no_sealed_event_no_privileged_command():
+    meter, h, c, resets = production(provision=False)  # no master key: nothing can be sealed
+    host = Host(c)
+    assert not error_of(host.login(roles.OPERATOR))
+    before = dict(meter.engine.calib)
+    assert error_of(host.request(roles.CODES["calibration"], b'{"v_gain": 2}')) == ERR_INTERNAL
+    assert meter.engine.calib == before
+    assert not error_of(host.login(roles.READER))
+    assert not error_of(host.request(roles.CODES["registers"]))  # the reader's readout still works
