@@ -82,7 +82,11 @@ class Handlers:
     def _paged(self, name, payload, make):
         if not payload or payload == b"\x00\x00\x00\x00" or name not in self._pages:
             self._pages[name] = make()
-        return _page(self._pages[name], payload)
+        text = self._pages[name]
+        out = _page(text, payload)
+        if len(out) - 4 < _PAGE:  # the last page went out: free the text (heap is small on the boards)
+            del self._pages[name]
+        return out
 
     def status_dict(self):
         st = self.meter.status()
