@@ -9,10 +9,9 @@ A board module (boards/<name>/board.py, installed on the device as board.py) pro
 Everything here is board-independent. Time is the engine's sample count, never wall time.
 Billing integrity (crypto/SEALED.md 7-8): every durable checkpoint advances the MCU-internal high-water
 mark with its registers; at boot each register is at least the mark's floor, the flash is verified
-(rollback.boot_check) and every tamper verdict goes into the MCU's tamper log and the journal. Before
+(boot_verify.boot_check) and every tamper verdict goes into the MCU's tamper log and the journal. Before
 ring retention drops a sector the meter seals a retention record naming what goes.
 """
-import gc
 import struct
 
 import micropython
@@ -32,15 +31,6 @@ SOFTWARE_ID = "umeter 0.1.0"
 _CP_KEY = "cp"        # State: seq of the newest checkpoint record (a hint; the journal is the truth)
 _BOOTS_KEY = "boots"  # State: boot counter
 _RET_KEY = "ret"      # State: seq of the newest retention record (a hint where the boot check starts)
-_STORAGE_NOTES = {
-    "internal": "MCU-internal (ESP32 NVS): safe from a clip; against chip readout only with flash "
-                "encryption and NVS encryption enabled",
-    "external-unprotected": "on the flash chip beside the MCU (RP2040 QSPI): a clip reads and rewrites keys, "
-                            "high-water mark and tamper log; not for billing in the field (RP2350: OTP + "
-                            "secure boot)",
-    "host-file": "files on the host (virtual board): development only",
-    "simulated": "simulated: development only",
-}
 
 
 class _Retained(Exception):
@@ -67,7 +57,7 @@ class Meter:
         self.floored = []           # registers raised to the mark's floor at this boot
         self.retained = 0           # retention records sealed since boot
         self.verification = None    # the boot check's figures
-        self._tamper_log = None
+        self.tamper_log = None
         self._pending = None        # (seq, tag) the sealer stood at before the record being appended
         self._open_stores()
         self._open_crypto()
@@ -184,7 +174,7 @@ class Meter:
             self.event(records.EV_TAMPER, v.mark_seq, v.reason)
             for _, reason in v.problems[1:3]:
                 self.event(records.EV_TAMPER, v.mark_seq, reason)
-        self._tamper_log = self._guard(ks.tamper_log)
+        self.tamper_log = self._guard(ks.tamper_log)
 
     def _count_boot(self):
         if self.state is None:
@@ -346,66 +336,10 @@ class Meter:
 
     # --- status --------------------------------------------------------------------------------------
     def status(self):
-        """Everything an operator needs, at any time (no key material)."""
-        eng = self.engine
-        regs = eng.registers()
-        ks = self.keystore
-        key = {"provisioned": ks is not None and ks.provisioned}
-        if key["provisioned"]:
-            key["epoch"] = ks.epoch
-            key["key_id"] = ks.key_id()
-            key["development"] = bool(getattr(self.board, "DEVELOPMENT_KEY", False))
-        if ks is not None and ks.damage:
-            key["damage"] = dict(ks.damage)
-        if self.keystore_error:
-            key["damage"] = {"keystore": self.keystore_error}
-        return {
-            "software": SOFTWARE_ID,
-            "board": self.board.NAME,
-            "t_s": eng.t // self.src.rate_hz,
-            "windows": eng.windows,
-            "registers_wh": dict((code, mwh / 1000.0) for code, mwh in regs.items()),
-            "window": eng.status,
-            "records_stored": self.stored,
-            "records_refused": self.refused,
-            "refusal": self.refusal,
-            "journal": self.journal.stats() if self.journal is not None else None,
-            "state": self.state.stats() if self.state is not None else None,
-            "store_error": self.store_error,
-            "tamper": self._tamper_status(),
-            "tamper_log": self._tamper_log.as_dict() if self._tamper_log is not None else None,
-            "mark": self._mark_status(),
-            "verification": self.verification,
-            "retention_records": self.retained,
-            "key": key,
-            "key_storage": {"kind": self.key_storage,
-                            "note": _STORAGE_NOTES.get(self.key_storage, "not declared by the board")},
-            "faults": self.faults,
-            "last_fault": self.last_fault,
-            "restored_from_seq": self.restored_from,
-            "registers_floored": self.floored,
-            "mem_free": gc.mem_free(),
-        }
+        """Everything an operator needs, at any time (no key material): umeter/app_status.py."""
+        from umeter import app_status  # loaded on first use: the boot's heap does not carry it
 
-    def _tamper_status(self):
-        if self.tamper is not None:
-            return self.tamper
-        log = self._tamper_log
-        if log is None or not log.active:
-            return None
-        last = log.events[-1] if log.events else (0, 0, 0, 0)
-        return {"status": "recorded", "mark_seq": last[2], "flash_seq": last[3],
-                "reason": "tamper recorded at an earlier boot (%d in all, last: %s); only the "
-                          "authenticated reset to the original state clears it"
-                          % (log.count, rollback.CODE_NAMES.get(last[0], "damaged log"))}
-
-    def _mark_status(self):
-        m = self.mark
-        out = {"error": self.mark_error}
-        if m is not None:
-            out["seq"], out["epoch"] = m.seq, m.epoch
-            out["floors_wh"] = dict((c, mwh / 1000.0) for c, mwh in m.registers.items())
-        return out
+        return app_status.status(self)
 
 
 class _Mark:
