@@ -110,8 +110,8 @@ if __name__ == "__main__":
 
 def test_the_real_app_runs_from_a_verified_slot(tmp_path, capsys):
     """The whole firmware (sources, sim board.py) as a signed bundle: pushed, booted by the boot stage from
-    slot a (its directory first on sys.path), metering, identified; then confirmed by hand (the app's own
-    confirmation call is the integrator's, SLOTS.md section 6)."""
+    slot a (its directory first on sys.path), metering, identified; the app confirms the trial itself once
+    healthy (SLOTS.md section 6) and seals the queued update events into its journal."""
     from meterctl.bench_ota_install import app_files
 
     d = tmp_path / "board"
@@ -132,13 +132,20 @@ def test_the_real_app_runs_from_a_verified_slot(tmp_path, capsys):
         deadline = time.monotonic() + 60
         while True:
             code, out, err = meterctl(capsys, "status", "--port", vb.pty_path, "--json")
-            if code == 0 and json.loads(out)["windows"] >= 2:
+            # healthy = windows computed and a record sealed after them (the first checkpoint): the app
+            # then ends its trial itself
+            if code == 0 and json.loads(out)["windows"] >= 2 and not json.loads(out)["software_id"]["trial"]:
                 break
             assert time.monotonic() < deadline, out + err
             time.sleep(0.5)
         with Remote(vb.pty_path) as dev:
             assert dev.exec("import umeter.app\nprint(umeter.app.__file__)").strip() == "slot_a/umeter/app.py"
-            assert dev.exec("from umeter.ota import slots\nprint(slots.confirm())").strip() == "True"
+            # already confirmed by the app: a second confirmation has nothing to do
+            assert dev.exec("from umeter.ota import slots\nprint(slots.confirm())").strip() == "False"
+            events = dev.exec("from umeter.ota import slots\nprint(len(slots.pending_events()))").strip()
+            assert events == "0", events  # every queued update event is sealed, then acknowledged
+            st = json.loads(dev.exec("import json, umeter.app as a\nprint(json.dumps(a.status()))"))
+            assert st["software_id"]["software_id"] == sid and not st["software_id"]["trial"], st
         code, out, err = meterctl(capsys, "id", "--port", vb.pty_path, "--json")
         info = json.loads(out)
         got = (info["slot"], info["version"], info["software_id"], info["trial"])

@@ -41,6 +41,7 @@ class _Retained(Exception):
 class Meter:
     def __init__(self, board):
         self.board = board
+        self._ota_done = False  # the signed-update health confirmation runs once per boot (_confirm_update)
         self.faults = 0
         self.last_fault = None
         self.tamper = None
@@ -273,8 +274,29 @@ class Meter:
             if got != seq:
                 raise StoreError("journal stored seq %d, sealed for %d" % (got, seq))
             self.stored += 1
+            if not self._ota_done and self.engine.windows:
+                self._confirm_update()
             return seq
         raise StoreError("the journal dropped a sector twice for one record")
+
+    def _confirm_update(self):
+        """Health checks passed (stores mounted, sampling running, a window computed, a record sealed):
+        end a signed update's trial boot and seal the update events the boot stage queued (ota/SLOTS.md
+        section 6). Only for an app started from a verified slot; a development deploy has none."""
+        self._ota_done = True
+        if self.store_error is not None or self.refusal is not None:
+            return
+        from umeter.ota import slots
+        if slots.running_slot() is None:
+            return
+        self._guard(slots.confirm)
+        last = 0
+        for seq, name, slot, arg, text in self._guard(slots.pending_events) or []:
+            if not self.event(records.EV_OTA, seq, "%s %s %s %s" % (name, slot or "-", arg, text)):
+                break  # not sealed: it stays queued for the next boot
+            last = seq
+        if last:
+            self._guard(slots.ack_events, last)  # only once they are sealed in the journal
 
     def _on_drop(self, first, last):
         """The journal is about to drop seqs first..last (ring retention): seal a retention record naming

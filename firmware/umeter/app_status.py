@@ -16,6 +16,18 @@ STORAGE_NOTES = {
 }
 
 
+def _software_identity():
+    """Version, security counter and manifest SHA-256 of the running slot (WELMEC 7.2), or the note that
+    this is an unverified development deploy."""
+    from umeter.ota import slots
+    if slots.running_slot() is None:
+        return {"mode": "development", "note": "unverified development deploy"}
+    try:
+        return slots.identity()
+    except Exception as e:  # identification never breaks status
+        return {"error": "%s: %s" % (type(e).__name__, e)}
+
+
 def status(m):
     """Everything an operator needs, at any time (no key material)."""
     eng = m.engine
@@ -32,6 +44,9 @@ def status(m):
         key["damage"] = {"keystore": m.keystore_error}
     return {
         "software": app.SOFTWARE_ID,
+        "mode": "development",  # the production console's status says "production" (console/handlers.py)
+        "software_id": _software_identity(),
+        "power_fail": m.power_fail_wired,
         "board": m.board.NAME,
         "t_s": eng.t // m.src.rate_hz,
         "windows": eng.windows,

@@ -12,12 +12,10 @@ TRIAL_BOOTS = 3          # SLOTS.md section 3: trial boots allowed, default per 
 
 
 def _confirm(rig):
-    """End the trial once the app is healthy (metering, a record sealed). The app's own call of
-    slots.confirm() is the integrator's (SLOTS.md section 6); until it lands this is done over the REPL,
-    and it is a no-op (False) once the app does it itself."""
-    rig.wait_status(lambda s: s["windows"] >= 2 and s["records_stored"] >= 1 and s["refusal"] is None,
-                    "a healthy trial app (windows computed, a record sealed)", timeout=60)
-    rig.exec("from umeter.ota import slots\nprint(slots.confirm())")
+    """The app ends its trial itself once healthy (metering, a record sealed; SLOTS.md section 6)."""
+    rig.wait_status(lambda s: s["windows"] >= 2 and s["records_stored"] >= 1 and s["refusal"] is None
+                    and not s.get("software_id", {}).get("trial", True),
+                    "a healthy app that confirmed its trial (windows computed, a record sealed)", timeout=60)
     ident = rig.identity()
     assert not ident["trial"], ident
     return ident
