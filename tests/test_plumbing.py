@@ -27,7 +27,7 @@ def pytester_mp(pytester):
 
 
 def test_every_mp_test_runs_on_each_lane(pytester):
-    pytester.makefile(".py", mpt_lanes="import sys\n\ndef test_maxsize():\n    print(sys.maxsize)\n")
+    pytester.makefile(".py", mpt_probe_lanes="import sys\n\ndef test_maxsize():\n    print(sys.maxsize)\n")
     pytester.makeconftest("from mpplugin import pytest_collect_file, pytest_configure  # noqa: F401")
     result = pytester.runpytest("-p", "no:xdist", "-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=len(lanes()))

@@ -44,10 +44,20 @@ def module_file(name):
     return None
 
 
-def _imports(path, name):
+def _module_level(tree):
+    """The nodes that run when the module is imported: everything but function bodies."""
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            todo.extend(ast.iter_child_nodes(node))
+
+
+def _imports(path, name, eager_only=False):
     tree = ast.parse(path.read_text(), filename=str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(tree):
+    for node in (_module_level(tree) if eager_only else ast.walk(tree)):
         if isinstance(node, ast.Import):
             for a in node.names:
                 yield a.name
@@ -62,19 +72,28 @@ def _imports(path, name):
                 yield base + "." + a.name  # `from pkg import module` (kept only if it is a file)
 
 
-def import_closure(entries=ENTRY_MODULES):
-    """[(module name, source file)] reachable from `entries`, dependencies (and packages) first."""
+def _other_port(name):
+    """A backend for another port (keystore_esp32, adc_rp2, esp32_fw, ...): the sim board on the unix
+    port never imports it, and it cannot import there (no esp32/rp2 modules)."""
+    last = name.rpartition(".")[2]
+    return last.endswith("_esp32") or last.endswith("_rp2") or last.startswith("esp32_")
+
+
+def import_closure(entries=ENTRY_MODULES, eager_only=False):
+    """[(module name, source file)] reachable from `entries`, dependencies (and packages) first. With
+    eager_only, only the imports that run at import time (not those inside functions, which load when
+    the app first calls them: the update confirmation's OTA modules, the status module)."""
     order, seen = [], set()
 
     def visit(name):
-        if name in seen or module_file(name) is None:
+        if name in seen or module_file(name) is None or _other_port(name):
             return
         seen.add(name)
         parts = name.split(".")
         for i in range(1, len(parts)):
             visit(".".join(parts[:i]))       # a package's __init__ runs before its modules
         path = module_file(name)
-        for dep in _imports(path, name):
+        for dep in _imports(path, name, eager_only):
             visit(dep)
         order.append((name, path))
 
@@ -119,7 +138,10 @@ def driver_env(workdir, mpy_tree=None):
 def driver_args(seconds, modules, romfs=None):
     """The driver's arguments; romfs = (image path, board heap bytes) runs the modules from ROMFS."""
     extra = ["--romfs", str(romfs[0]), str(romfs[1])] if romfs else []
-    return [str(DRIVER), str(seconds)] + extra + [name for name, _ in modules]
+    # The driver imports (and measures) what the app loads at start-up; modules the app imports later,
+    # inside functions, load when it calls them during the run, and are counted then.
+    eager = set(name for name, _ in import_closure(eager_only=True))
+    return [str(DRIVER), str(seconds)] + extra + [name for name, _ in modules if name in eager]
 
 
 def build_romfs(mpy_tree, image):
