@@ -234,12 +234,15 @@ class Meter:
         seq = self.store(records.checkpoint(snap), anchor=True)
         if not seq:
             return 0
+        tag = self.sealer.last_tag  # this checkpoint's tag: nothing else is sealed before the mark moves
         if self.state is not None:
             self._guard(self.state.put, _CP_KEY, struct.pack("<Q", seq))
-        self._advance_mark(seq, snap)
+        self._advance_mark(seq, tag, snap)
+        if not self._ota_done and self.engine.windows:
+            self._confirm_update()  # healthy: windows computed, a checkpoint sealed, the mark moved
         return seq
 
-    def _advance_mark(self, seq, snap):
+    def _advance_mark(self, seq, tag, snap):
         # the mark only moves forward: (epoch, seq) grows with the boot's epoch even when the flash's
         # seqs restarted lower after a rollback, and the floors are what this checkpoint holds
         frac = snap[1]
@@ -247,7 +250,7 @@ class Meter:
         for k, code in enumerate(obis.REGISTERS):
             regs[code] = snap[3 + k] >> frac
         try:
-            self.keystore.advance_mark(seq, self.sealer.last_tag, self.sealer.epoch, regs)
+            self.keystore.advance_mark(seq, tag, self.sealer.epoch, regs)
         except Exception as e:
             self.mark_error = ("%s: %s; the registers are sealed in the journal but have no MCU-internal "
                                "floor: check the MCU's storage" % (type(e).__name__, e))
@@ -274,13 +277,11 @@ class Meter:
             if got != seq:
                 raise StoreError("journal stored seq %d, sealed for %d" % (got, seq))
             self.stored += 1
-            if not self._ota_done and self.engine.windows:
-                self._confirm_update()
             return seq
         raise StoreError("the journal dropped a sector twice for one record")
 
     def _confirm_update(self):
-        """Health checks passed (stores mounted, sampling running, a window computed, a record sealed):
+        """Health checks passed (stores mounted, sampling running, a window computed, a checkpoint sealed):
         end a signed update's trial boot and seal the update events the boot stage queued (ota/SLOTS.md
         section 6). Only for an app started from a verified slot; a development deploy has none."""
         self._ota_done = True
