@@ -33,8 +33,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from meterctl import export_verify, markfile, mpcompat, sealing
+from meterctl import export_verify, keyfiles, markfile, mpcompat, sealing
 from meterctl.cli import CliError
+from meterctl.keys import KeyFileError
 
 EXIT_TAMPER = 3
 EXIT_WRONG_KEY = 4
@@ -236,6 +237,10 @@ def keys_from_dir(directory):
     d = Path(directory)
     if not d.is_dir():
         raise CliError("key directory %s does not exist" % d)
+    try:
+        keyfiles.check_key_dir(d)  # modes as strict as --key's: other users must not reach the keys
+    except KeyFileError as e:
+        raise CliError(str(e)) from None
     try:
         store = KeyStore(markfile.ReadOnlyBackend(d))
         if not store.provisioned:
