@@ -4,6 +4,7 @@ tests/test_export.py and tests/test_attacks.py. Records are found through the fi
 forged record gets both journal CRCs recomputed exactly as the journal computes them: the journal then
 accepts it and only the seal, the chain and the high-water mark can notice."""
 import json
+import os
 from binascii import crc32
 from pathlib import Path
 
@@ -182,4 +183,6 @@ def continue_until_retention(image, keys_dir, master, drops):
         last_seq, last_tag = seq, sealer.last_tag
     ks.advance_mark(last_seq, last_tag, epoch, {"1.8.0": fu >> 24, "2.8.0": 0, "3.8.0": 0, "4.8.0": 0})
     flash.close()
+    for f in Path(keys_dir).iterdir():  # as the meter's own key files are (umask 077): 0600
+        os.chmod(f, 0o600)
     return len(dropped)

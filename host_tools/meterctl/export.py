@@ -238,19 +238,18 @@ def keys_from_dir(directory):
     if not d.is_dir():
         raise CliError("key directory %s does not exist" % d)
     try:
-        keyfiles.check_key_dir(d)  # modes as strict as --key's: other users must not reach the keys
-    except KeyFileError as e:
-        raise CliError(str(e)) from None
-    try:
         store = KeyStore(markfile.ReadOnlyBackend(d))
         if not store.provisioned:
             if store.damage.get("keys"):
                 raise CliError("key directory %s: %s" % (d, store.damage["keys"].split(":")[0]))
             raise CliError("key directory %s holds no device key (keys.bin missing)" % d)
+        keyfiles.check_key_dir(d)  # modes as strict as --key's: other users must not reach the keys
         ids = [store.key_id()]
         mark = markfile.from_keystore(store, "key directory %s" % d)
     except KeystoreError as e:
         raise CliError("key directory %s: %s" % (d, e)) from None
+    except KeyFileError as e:
+        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError("cannot read key directory %s: %s" % (d, e.strerror or e)) from None
     return Keys(_StoreKeyring(store), ids, mark, str(d), complete=True)
