@@ -74,7 +74,8 @@ def test_power_cuts_lose_at_most_one_checkpoint_interval(tmp_path):
     for cut in range(50):
         cmd, env = simapp.headless_command(image, json.dumps(SCENARIO), 100000, progress_s=2,
                                            checkpoint_s=checkpoint_s, workdir=tmp_path)
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                                umask=0o077)  # as simapp starts it: key files 0600
         boot = json.loads(proc.stdout.readline())
         restored = boot["registers_wh"]["1.8.0"]
         assert boot["tamper"] is None, (cut, boot["tamper"])

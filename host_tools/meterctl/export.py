@@ -14,8 +14,8 @@ Verdicts (ExportFailure.code, documented in `meterctl export --help`; meterctl.e
                   (--key-dir, --mark FILE, --port: the device's own) is missing, replaced, unverifiable or
                   carries registers below the mark's floors, or the journal ends before it (rollback,
                   newest records deleted); the mark itself is unreadable; a key mismatch a re-key cannot
-                  explain. With strict=True also: a tamper event the meter sealed, or an active tamper log
-                  in its keystore.
+                  explain; an active tamper log in the meter's keystore (--key-dir, --mark, --port). With
+                  strict=True also: a tamper event the meter sealed into the journal.
   EXIT_WRONG_KEY  the key opens no record, or opens some but not whole key epochs at one end that chain
                   cleanly to the rest (a re-key the key file predates or postdates). Never with --key-dir
                   (the keystore holds every key) and never at or below the high-water mark.
@@ -262,11 +262,13 @@ Result, verify, decode_row = export_verify.Result, export_verify.verify, export_
 def verdict(res, strict=False):
     """Raise ExportFailure for a failing result; the message is the first problem plus a count."""
     problems = list(res.tamper)
+    # The MCU-internal tamper log lasts until an authenticated reset to the original state: once the
+    # meter has judged its flash tampered, every later export says so, whatever the flash holds now.
+    problems += [(0, "the keystore of %s holds an active tamper log (%d tamper verdict(s) since its last "
+                     "authenticated reset)" % (src, n)) for src, n in res.tamper_log]
     if strict:
         problems += [(seq, "the meter itself recorded tamper at seq %d: %s" % (seq, text))
                      for seq, text in res.device_tamper]
-        problems += [(0, "the keystore of %s holds an active tamper log (%d tamper verdict(s) since its last "
-                         "authenticated reset)" % (src, n)) for src, n in res.tamper_log]
     if problems and not (res.wrong_key and not res.verified):  # a key that opens nothing: exit 4
         msg = problems[0][1]
         more = len(problems) - 1
