@@ -20,6 +20,8 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from meterctl.bench_metering import host_mhz  # the same clock scaling as the metering estimate
+
 ROOT = Path(__file__).resolve().parents[2]
 MICROPYTHON = str(Path(sys.executable).with_name("micropython"))
 MICROPYTHON32 = os.environ.get("UMETER_MICROPYTHON32") or str(ROOT.parent / "shared" / "micropython32"
@@ -152,17 +154,6 @@ def heap_need(lane, binary, one_path, tmp):
         without = least_heap(binary, code % "False", str(path))
         out[name] = with_verify - without if with_verify and without else -1
     return out
-
-
-def host_mhz():
-    try:
-        mhz = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
-               if line.lower().startswith("cpu mhz")]
-        if mhz:
-            return max(mhz), "/proc/cpuinfo"
-    except OSError:
-        pass
-    return 3000.0, "assumed (no /proc/cpuinfo)"
 
 
 def print_table(lanes):
