@@ -51,17 +51,24 @@ def write_key_file(path, key, force=False):
         raise KeyFileError("cannot write %s: %s" % (path, e.strerror or e)) from None
 
 
-def read_key_file(path):
-    """The key in path; refuses files others can read, and files that are not exactly 32 bytes."""
+def read_private(path, error=KeyFileError):
+    """The bytes of a key file only its owner can reach; raises `error` for a file other users can
+    reach (with the chmod that fixes it) or one that cannot be read."""
     path = Path(path)
     try:
         st = path.stat()
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyFileError("%s is accessible by other users (mode %03o); run: chmod 600 %s"
-                               % (path, stat.S_IMODE(st.st_mode), path))
-        data = path.read_bytes()
+            raise error("%s is accessible by other users (mode %03o); run: chmod 600 %s"
+                        % (path, stat.S_IMODE(st.st_mode), path))
+        return path.read_bytes()
     except OSError as e:
-        raise KeyFileError("cannot read key file %s: %s" % (path, e.strerror or e)) from None
+        raise error("cannot read key file %s: %s" % (path, e.strerror or e)) from None
+
+
+def read_key_file(path):
+    """The key in path; refuses files others can read, and files that are not exactly 32 bytes."""
+    path = Path(path)
+    data = read_private(path)
     if len(data) != KEY_LEN:
         raise KeyFileError("%s is not a device key file (%d bytes, expected %d)" % (path, len(data), KEY_LEN))
     return data

@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import os
 import secrets
-import stat
 from pathlib import Path
 
 import pyhsslms
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from meterctl import mpcompat
+from meterctl.keys import read_private
 
 mpcompat.install()  # the bundle format code is the firmware's own module
 from umeter.ota import bundle as fmt  # noqa: E402
@@ -105,14 +105,7 @@ def _remove_stale_temps(path):
 
 def _read_private(path):
     path = Path(path)
-    try:
-        st = path.stat()
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SigningKeyError("%s is accessible by other users (mode %03o); run: chmod 600 %s"
-                                  % (path, stat.S_IMODE(st.st_mode), path))
-        data = path.read_bytes()
-    except OSError as e:
-        raise SigningKeyError("cannot read key file %s: %s" % (path, e.strerror or e)) from None
+    data = read_private(path, SigningKeyError)
     if len(data) < 6 + CHECK_LEN or data[:4] != PRIVATE_MAGIC:
         raise SigningKeyError("%s is not a signing key file" % path)
     if data[4] != FILE_VERSION:
