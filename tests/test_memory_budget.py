@@ -4,7 +4,9 @@ The meter boots on the sim board (flash image in a file: nothing of the chip on 
 10 simulated minutes with the heap an ESP32-WROOM without PSRAM (110K) and an RP2040 (180K) has. Its
 modules are .mpy files for the port's architecture in a ROMFS image, whose bytecode runs in place as on
 a board with the app in ROMFS (or frozen); the image itself stands in for flash and is kept out of the
-board's heap (host_tools/harness/memory_bench.py: the usable heap is exactly what a plain
+board's heap, as are the sim board's stand-ins for hardware (the simulated NOR chip behind the real
+SpiNor driver, the supply, the grid module: a board has chips there, not heap), built before anything is
+measured (host_tools/harness/memory_bench.py: the usable heap is exactly what a plain
 `-X heapsize=110K` run has). Checked: no MemoryError, no fault, every checkpoint stored, the heap flat
 from minute to minute. `make bench-memory` prints the figures (and the same with .mpy files copied to
 RAM, which needs more than either board has).

@@ -18,7 +18,8 @@ import json
 import sys
 
 _peak = [0]
-_outside = [0]  # bytes of the heap that stand in for flash (ROMFS image) or pin the board's heap size
+_outside = [0]  # bytes of the heap that stand in for flash (ROMFS image), for the sim board's hardware
+#                (simulated NOR chip, supply, grid module) or pin the board's heap size
 
 
 def live():
@@ -74,8 +75,26 @@ def _before(cls, name, label):
     setattr(cls, name, wrapped)
 
 
+def hardware_stand_ins():
+    """Build the sim board's stand-ins for hardware before anything is measured: the simulated NOR chip
+    behind the real SpiNor driver, the supply and the grid module. A board has a flash chip, an ADC and
+    a supply instead, none on its heap; the driver (umeter.hal.spi_nor) and the board module are the
+    app's and are counted. Returns the heap bytes the stand-ins hold."""
+    import board  # the board module itself is the app's: imported first, counted later as live heap
+
+    gc.collect()
+    before = gc.mem_alloc()
+    if hasattr(board, "_flash_sim"):
+        board._flash_sim()
+        board.rail()
+        import sim.grid  # noqa: F401
+    gc.collect()
+    return gc.mem_alloc() - before
+
+
 def mount_romfs(path, board_heap):
-    """Mount the ROMFS image at /rom (first on sys.path); returns what must stay referenced."""
+    """Mount the ROMFS image at /rom (first on sys.path), build the hardware stand-ins, then pin the
+    usable heap at `board_heap`; returns what must stay referenced."""
     import os
     import vfs
 
@@ -87,10 +106,14 @@ def mount_romfs(path, board_heap):
     vfs.mount(vfs.VfsRom(img), "/rom")
     sys.path.insert(0, "/rom")
     gc.collect()
-    spare = gc.mem_free() + gc.mem_alloc() - (gc.mem_alloc() - before) - board_heap
+    mounted = gc.mem_alloc()
+    stand_ins = hardware_stand_ins()
+    gc.collect()
+    board_module = gc.mem_alloc() - mounted - stand_ins  # the app's, so not outside
+    spare = gc.mem_free() + gc.mem_alloc() - (gc.mem_alloc() - before - board_module) - board_heap
     ballast = bytearray(spare - 16) if spare > 16 else None  # 16: the ballast's own block rounding
     gc.collect()
-    _outside[0] = gc.mem_alloc() - before
+    _outside[0] = gc.mem_alloc() - before - board_module
     return img, ballast
 
 
@@ -101,6 +124,8 @@ def main():
     if args and args[0] == "--romfs":
         keep = mount_romfs(args[1], int(args[2]))
         args = args[3:]
+    else:
+        _outside[0] = hardware_stand_ins()
     stage("start")
     for name in args:
         __import__(name)

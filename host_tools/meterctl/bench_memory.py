@@ -165,9 +165,12 @@ def usable_heap(binary, heap):
     return int(out)
 
 
+STAND_INS_ROOM = 48 * 1024  # the sim board's simulated chip, supply and grid, kept out of the board's heap
+
+
 def romfs_heapsize(heap, image_bytes):
     """-X heapsize for a ROMFS run: the board's heap plus room for the image that stands in for flash."""
-    return "%d" % (_bytes(heap) + image_bytes + image_bytes // 32 + 8192)
+    return "%d" % (_bytes(heap) + image_bytes + image_bytes // 32 + STAND_INS_ROOM)
 
 
 def _bytes(heap):
