@@ -217,3 +217,80 @@ def test_keystore_is_a_sealing_keyring():
     assert op.open(1, r1) == b"before rotation" and op.open(2, r2) == b"after rotation"
     with raises(KeyMissing):
         seal.Sealer(file_store("empty"), 1)
+
+
+def _erase_keys_on(open_store):
+    """erase_keys after three epochs, a mark and a tamper event: no key, the mark and the tamper log as
+    they were, repeatable, and (the reset having noted the epoch first) the next key starts above 3."""
+    from umeter.console import mode
+    ks = open_store()
+    ks.provision(KEY1)
+    ks.rotate()
+    ks.rotate(KEY2)
+    ks.advance_mark(7, b"\x5A" * 16, 3, {"1.8.0": 99})
+    ks.record_tamper(2, 3, 7, 1)
+    mark, log = ks.high_water(), ks.tamper_log()
+    mode.begin_reset(ks)  # notes epoch 3 in `rstnote` before anything is wiped
+    assert ks.erase_keys() == 3
+    assert not ks.provisioned and ks.last_epoch == 0
+    for ks in (ks, open_store()):  # in RAM and after a reboot
+        assert not ks.provisioned and ks.damage == {}
+        with raises(KeyMissing, match="no device key is provisioned"):
+            ks.require()
+        m = ks.high_water()
+        assert (m.seq, m.tag, m.epoch, m.registers) == (mark.seq, mark.tag, mark.epoch, mark.registers)
+        t = ks.tamper_log()
+        assert (t.count, t.acked, t.events) == (log.count, log.acked, log.events) and t.active
+    assert ks.erase_keys() == 0 and not open_store().provisioned  # repeatable
+    assert mode.next_epoch(ks) == 4
+    assert ks.provision(KEY2, mode.next_epoch(ks)) == 4
+    ks = open_store()
+    assert ks.epoch == 4 and ks.master_for(4) == KEY2
+    with raises(KeyMissing):
+        ks.master_for(3)  # the old keys are gone for good
+    return ks
+
+
+def test_erase_keys_file_and_rp2_backends():
+    from umeter.hal import keystore_rp2
+    _erase_keys_on(lambda: file_store("erase"))
+    _erase_keys_on(lambda: keystore_rp2.open_keystore(tmpdir() + "/rp2erase"))
+    assert "keys.bin" in os.listdir(tmpdir() + "/rp2erase")
+
+
+def test_erase_keys_on_nvs_semantics():
+    sys.modules["esp32"] = FakeEsp32
+    from umeter.hal import keystore_esp32
+    _erase_keys_on(lambda: keystore_esp32.open_keystore("umeter_erase"))
+    assert "keys" in FakeNVS.flash["umeter_erase"] and "rstnote" in FakeNVS.flash["umeter_erase"]
+
+
+def test_erase_keys_clears_a_damaged_entry_and_a_cut_keeps_every_key():
+    d = tmpdir() + "/erdmg"
+    ks = file_store("erdmg")
+    ks.provision(KEY1)
+    _flip(d + "/keys.bin")
+    ks = file_store("erdmg")
+    assert "keys" in ks.damage and not ks.provisioned
+    assert ks.erase_keys() == 0 and ks.damage == {} and file_store("erdmg").damage == {}
+    # a power cut at the erase (the backend raises): nothing changed, the next boot erases again
+    ks.provision(KEY1, 5)
+
+    class Cut:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def load(self, name):
+            return self.inner.load(name)
+
+        def erase(self, name):
+            raise OSError("power cut")
+
+    from umeter.hal.keystore import KeyStore
+    from umeter.hal.keystore_file import FileBackend
+    cut = KeyStore(Cut(FileBackend(d)))
+    with raises(OSError):
+        cut.erase_keys()
+    again = file_store("erdmg")
+    assert again.provisioned and again.epoch == 5 and again.erase_keys() == 5
+    assert not file_store("erdmg").provisioned

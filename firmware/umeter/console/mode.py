@@ -165,7 +165,7 @@ def finish_reset(keystore, board):
     if keystore.last_epoch > note.last_epoch:  # a cut between the note and the mode write: note it again
         save_note(backend, Note(note.resets, keystore.last_epoch, note.tamper))
     backend.erase(KEYS_BLOB)
-    backend.erase("keys")   # KEYSTORE.md: the master keys and the key epoch
+    keystore.erase_keys()   # the master keys and the key epoch (KEYSTORE.md), noted above
     keystore.clear_mark()
     keystore.acknowledge_tamper()
     parts = partitions(board.flash(), board.PARTITIONS)

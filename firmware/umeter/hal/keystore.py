@@ -297,6 +297,20 @@ class KeyStore:
         self._store(epoch, keys)
         return epoch
 
+    def erase_keys(self):
+        """Only for the reset to the original state: erase the `keys` entry (every master key and the key
+        epoch) in one atomic backend erase; repeatable, and an absent or damaged entry is simply gone.
+        Returns the highest key epoch this keystore had started (0: none). After it the keystore no
+        longer knows that epoch, so the caller notes it in MCU-internal storage first (mode.begin_reset's
+        `rstnote`) and a later provision starts above it (mode.next_epoch). The high-water mark and the
+        tamper log are not touched."""
+        last = self._epoch
+        self._backend.erase(_KEYS)
+        self._epoch = 0
+        self._keys = []
+        self.damage.pop("keys", None)
+        return last
+
     # --- high-water mark ------------------------------------------------------------------------------
     def high_water(self):
         """The high-water mark (HighWater), or None before the first checkpoint. Raises KeystoreError
