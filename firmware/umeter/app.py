@@ -6,7 +6,9 @@ A board module (boards/<name>/board.py, installed on the device as board.py) pro
     watchdog() -> object with feed(), or None;  power_fail(callback) -> bool (True when wired)
     start_background(step) -> runs step() repeatedly without blocking the REPL (development mode)
     KEY_STORAGE: where keys and the high-water mark live ("internal", "external-unprotected", ...)
-Everything here is board-independent. Time is the engine's sample count, never wall time.
+    RETENTION_DAYS (optional, 0 = ring retention only): defaults of the operator's settings (SETTINGS.md)
+Everything here is board-independent. Time is the engine's sample count; the wall clock is the operator's
+time base on it (clock()).
 Billing integrity (crypto/SEALED.md 7-8): every durable checkpoint advances the MCU-internal high-water
 mark with its registers; at boot each register is at least the mark's floor, the flash is verified
 (boot_verify.boot_check) and every tamper verdict goes into the MCU's tamper log and the journal. Before
@@ -16,12 +18,11 @@ import struct
 
 import micropython
 
-from umeter import records
+from umeter import app_settings, records
 from umeter.crypto import boot_verify, rollback
 from umeter.crypto.seal import Opener, Sealer, tag_of
 from umeter.hal.keystore import NOT_PROVISIONED
 from umeter.metering import obis
-from umeter.metering.engine import Engine
 from umeter.store import StoreError
 from umeter.store.journal import Journal
 from umeter.store.region import partitions
@@ -60,23 +61,23 @@ class Meter:
         self.verification = None    # the boot check's figures
         self.tamper_log = None
         self._pending = None        # (seq, tag) the sealer stood at before the record being appended
+        self.settings_fault = None  # the engine refused the stored settings (board defaults in force)
+        self.retention_note = None  # why retention by age does not run (None: it runs when set)
+        self.last_stop_ms = None    # how long the last power-fail stop took (against the hold-up)
+        self.last_checkpoint = None  # (seq, engine t) of the newest checkpoint of this boot
         self._open_stores()
         self._open_crypto()
+        self.settings = app_settings.load(self)  # the operator's settings over the board's constants
         self.src = board.sampler()
-        make_engine = getattr(board, "engine", None)  # boards with a metering IC bring their own
-        if make_engine is not None:
-            self.engine = make_engine(self.src)
-        else:
-            kw = dict(getattr(board, "ENGINE", {}))
-            self.engine = Engine.for_source(self.src, calib=getattr(board, "CALIBRATION", None), **kw)
+        self.engine = app_settings.make_engine(self)
         self._restore_registers()
-        self.cp_every = int(getattr(board, "CHECKPOINT_S", 60)) * self.src.rate_hz
+        self.cp_every = self.settings.checkpoint_s * self.src.rate_hz
         self._next_cp = self.engine.t + self.cp_every
         self.wdt = board.watchdog()
         boots = self._count_boot()
         self.event(records.EV_BOOT, boots, SOFTWARE_ID)
         self._record_tamper()
-        self.power_fail_wired = board.power_fail(self._power_fail_irq)
+        self.power_fail_wired = self.settings.power_fail and board.power_fail(self._power_fail_irq)
         self.src.start()
 
     # --- start-up ------------------------------------------------------------------------------------
@@ -235,12 +236,22 @@ class Meter:
         if not seq:
             return 0
         tag = self.sealer.last_tag  # this checkpoint's tag: nothing else is sealed before the mark moves
+        self.last_checkpoint = (seq, snap[2])
         if self.state is not None:
             self._guard(self.state.put, _CP_KEY, struct.pack("<Q", seq))
         self._advance_mark(seq, tag, snap)
-        if not self._ota_done and self.engine.windows:
-            self._confirm_update()  # healthy: windows computed, a checkpoint sealed, the mark moved
+        if not self._ota_done and self.engine.windows:  # healthy: windows computed, a checkpoint sealed,
+            self._ota_done = True                          # the mark moved: end a signed update's trial
+            from umeter import app_ota
+
+            app_ota.confirm_update(self)
+        if self.settings.retention_days > 0:
+            self._guard(app_settings.expire, self)  # records older than the setting, each drop proven
         return seq
+
+    def clock(self):
+        """Wall-clock unix seconds (the operator's time base on engine time), or None if never set."""
+        return app_settings.clock(self)
 
     def _advance_mark(self, seq, tag, snap):
         # the mark only moves forward: (epoch, seq) grows with the boot's epoch even when the flash's
@@ -280,37 +291,25 @@ class Meter:
             return seq
         raise StoreError("the journal dropped a sector twice for one record")
 
-    def _confirm_update(self):
-        """Health checks passed (stores mounted, sampling running, a window computed, a checkpoint sealed):
-        end a signed update's trial boot and seal the update events the boot stage queued (ota/SLOTS.md
-        section 6). Only for an app started from a verified slot; a development deploy has none."""
-        self._ota_done = True
-        if self.store_error is not None or self.refusal is not None:
-            return
-        from umeter.ota import slots
-        if slots.running_slot() is None:
-            return
-        self._guard(slots.confirm)
-        last = 0
-        for seq, name, slot, arg, text in self._guard(slots.pending_events) or []:
-            if not self.event(records.EV_OTA, seq, "%s %s %s %s" % (name, slot or "-", arg, text)):
-                break  # not sealed: it stays queued for the next boot
-            last = seq
-        if last:
-            self._guard(slots.ack_events, last)  # only once they are sealed in the journal
-
     def _on_drop(self, first, last):
-        """The journal is about to drop seqs first..last (ring retention): seal a retention record naming
-        them and the oldest record kept, into the head's reserve, before anything is erased. The record
-        being appended was sealed for the seq this one takes; it never reached the flash, so the
-        sealer is rebuilt at the point before it (a fresh Sealer: the same seq, never on flash)."""
+        """The journal is about to drop seqs first..last (ring or age retention): seal a retention record
+        naming them and the oldest record kept, into the head's reserve, before anything is erased. In an
+        append the record being appended was sealed for the seq this one takes; it never reached the
+        flash, so the sealer is rebuilt at the point before it (a fresh Sealer: the same seq)."""
         pending = self._pending
-        if self.sealer is None or pending is None:
+        if self.sealer is None:
             return  # nothing to seal with: the drop goes ahead unproven (the boot check says so)
         kept_seq, kept_tag = 0, b""
         for kept_seq, rec in self.journal.records(since=last + 1):
             kept_tag = tag_of(rec)
             break
+        if pending is None:  # a drop by age (retention.expire), outside any append: an ordinary record
+            seq = self._guard(self.store, records.retention(first, last, kept_seq, kept_tag), True)
+            if seq:
+                self.retained += 1
+                if self.state is not None:
+                    self._guard(self.state.put, _RET_KEY, struct.pack("<Q", seq))
+            return
         try:
             fresh = Sealer(self.keystore, self.sealer.epoch)
             fresh.resume(pending[0], pending[1])
@@ -353,9 +352,15 @@ class Meter:
         micropython.schedule(self.power_fail, 0)
 
     def power_fail(self, _arg=None):
-        """The supply is failing: the event, then a clean stop (the checkpoint is the newest record)."""
+        """The supply is failing: the event, then a clean stop (the checkpoint is the newest record). The
+        operator's setting may turn the warning off (a noisy input): then nothing happens."""
+        if not self.settings.power_fail:
+            return 0
+        t0 = _ticks_ms()
         self.event(records.EV_POWER_FAIL, self.engine.t // self.src.rate_hz)
-        return self._guard(self.stop)
+        seq = self._guard(self.stop)
+        self.last_stop_ms = _ticks_ms() - t0  # status compares it with the hold-up setting
+        return seq
 
     # --- status --------------------------------------------------------------------------------------
     def status(self):

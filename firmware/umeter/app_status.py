@@ -2,7 +2,7 @@
 imported on the first status() call, so the boot's heap does not carry it."""
 import gc
 
-from umeter import app
+from umeter import app, app_settings
 from umeter.crypto import rollback
 
 STORAGE_NOTES = {
@@ -69,9 +69,16 @@ def status(m):
         "faults": m.faults,
         "last_fault": m.last_fault,
         "restored_from_seq": m.restored_from,
+        "settings": app_settings.status(m),
+        "last_checkpoint": _last_checkpoint(m),
         "registers_floored": m.floored,
         "mem_free": gc.mem_free(),
     }
+
+
+def _last_checkpoint(m):
+    cp = m.last_checkpoint
+    return None if cp is None else {"seq": cp[0], "t_s": cp[1] // m.src.rate_hz}
 
 
 def _tamper_status(m):
