@@ -1,7 +1,13 @@
 """``meterctl export``: verify, decrypt and export a meter's sealed records (engine: meterctl.export).
 
-    meterctl export (--image FILE | --port PORT) (--key KEYFILE | --key-dir DIR) [--format csv|json]
-                    [--out FILE] [--mark FILE] [--min-seq N] [--board NAME] [--timeout S] [--strict]"""
+    meterctl export (--image FILE | --port PORT) (--key KEYFILE | --key-dir DIR) [--role-key FILE]
+                    [--format csv|json] [--out FILE] [--mark FILE] [--min-seq N] [--board NAME] [--timeout S]
+                    [--strict]
+
+With --port the device is read over its raw REPL (a development meter) or, when a role key is given
+(--role-key FILE, or the reader.key of a host key directory given as --key-dir) and the port answers the
+console protocol, over the console as reader (a production meter). Both read the same summary, records and
+high-water mark, and the host verifies them the same way."""
 import sys
 
 from meterctl import export as ex
@@ -54,8 +60,11 @@ def register(subparsers):
     src.add_argument("--port", help="serial port of the device (or the virtual board's pty)")
     key = p.add_mutually_exclusive_group(required=True)
     key.add_argument("--key", help="device master key file (from `meterctl keys new`)")
-    key.add_argument("--key-dir", help="keystore directory (virtual board: IMG.keys or BOARD_DIR/keys); its "
-                                       "high-water mark is checked too")
+    key.add_argument("--key-dir", help="keystore directory (virtual board: IMG.keys or BOARD_DIR/keys; its "
+                                       "high-water mark is checked too), or a production meter's host key "
+                                       "directory (KEYFILES.md: master.key, reader.key)")
+    from meterctl.production import add_role_args
+    add_role_args(p, key_dir=False)
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default: csv)")
     p.add_argument("--out", help="output file (default: standard output)")
     p.add_argument("--mark", metavar="FILE",
@@ -95,11 +104,13 @@ def run(args):
         raise CliError("--min-seq must be a positive sequence number")
     if args.out and args.image and _same_file(args.out, args.image):
         raise CliError("--out must not be the image itself")
-    keys = ex.keys_from_file(args.key) if args.key else ex.keys_from_dir(args.key_dir)
+    if args.image and args.role_key:
+        raise CliError("--role-key is for --port (a production meter's console)")
+    keys = _keys(args)
     if args.image:
         snap = ex.read_image(args.image, args.board)
     else:
-        snap = ex.read_device(args.port, timeout=args.timeout, progress=_progress)
+        snap = _read_port(args)
     marks = [markfile.read(args.mark)] if args.mark else []
     if snap.mark is not None:
         marks.append(snap.mark)
@@ -120,6 +131,36 @@ def run(args):
          % (len(res.rows), res.first_seq, res.last_seq, ", ".join(keys.key_ids),
             " to %s" % args.out if args.out else ""))
     return 0
+
+
+def _keys(args):
+    from meterctl import production as prod
+
+    if args.key:
+        return ex.keys_from_file(args.key)
+    if prod.is_host_key_dir(args.key_dir):  # a production meter's key directory: its master.key
+        return ex.keys_from_file(prod.KeyDir(args.key_dir).file(prod.MASTER))
+    return ex.keys_from_dir(args.key_dir)
+
+
+def _read_port(args):
+    """The device's snapshot: over the console with a role key and a console answering, else raw REPL."""
+    from meterctl import production as prod
+    from meterctl.remote import RemoteError, check_port
+
+    check_port(args.port)
+    console = prod.console_for(args)
+    if console is not None:
+        with console as c:
+            return prod.read_snapshot(c, args.port, progress=_progress)
+    try:
+        return ex.read_device(args.port, timeout=args.timeout, progress=_progress)
+    except RemoteError:
+        if prod.which_mode(args.port) is not None:
+            raise CliError("%s speaks the console protocol (a production meter, REPL closed): give its "
+                           "reader key with --role-key FILE, or --key-dir DIR holding master.key and "
+                           "reader.key (KEYFILES.md)" % args.port) from None
+        raise
 
 
 def _same_file(a, b):

@@ -1,4 +1,5 @@
-"""The live meter display shared by `make sim` / `meterctl sim` and `meterctl watch`."""
+"""The live meter display shared by `make sim` / `meterctl sim`, `meterctl status` and `meterctl watch`:
+the first line under the header says the meter's mode (development: REPL open; production)."""
 import sys
 
 OBIS_ROWS = (
@@ -25,6 +26,7 @@ def render(status, header=""):
     win = status.get("window") or {}
     lines.append("%s on board %s   t=%ss   windows=%s" % (status.get("software"), status.get("board"),
                                                           status.get("t_s"), status.get("windows")))
+    lines.append("  Mode %s" % mode_text(status))
     for label, code, unit, fmt in OBIS_ROWS:
         value = win.get(code)
         lines.append("  %-24s %-7s %12s %s" % (label, code, fmt % value if value is not None else "-", unit))
@@ -50,6 +52,19 @@ def render(status, header=""):
     last = " (last: %s)" % status["last_fault"] if status.get("last_fault") else ""
     lines.append("  Faults %s%s   heap free %s" % (status.get("faults"), last, status.get("mem_free")))
     return lines
+
+
+MODE_NOTES = {"development": "REPL open", "production": "REPL closed, console protocol only"}
+
+
+def mode_text(status):
+    """The meter's mode as the display shows it: "development (REPL open)", "production (...)"."""
+    mode = status.get("mode") or "unknown"
+    note = MODE_NOTES.get(mode)
+    text = "%s (%s)" % (mode, note) if note else mode
+    if (status.get("key") or {}).get("production_note"):
+        text += "; key storage not MCU-internal (accepted at provisioning)"
+    return text
 
 
 def show(lines, out=None, redraw=None):

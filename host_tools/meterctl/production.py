@@ -82,13 +82,20 @@ def role_key_from(args, role):
     return None
 
 
-def add_role_args(p, key_dir=True):
+def add_role_args(p, key_dir=True, default_role="reader"):
     p.add_argument("--role-key", metavar="FILE",
                    help="role key file for a production meter (console protocol)")
     if key_dir:
-        p.add_argument("--key-dir", metavar="DIR", help="host key directory (KEYFILES.md): its reader.key "
+        p.add_argument("--key-dir", metavar="DIR", help="host key directory (KEYFILES.md): its <role>.key "
                                                         "is used for a production meter")
-    p.add_argument("--role", choices=ROLES, default="reader", help="role to log in as (default: reader)")
+    p.add_argument("--role", choices=ROLES, default=default_role,
+                   help="role to log in as (default: %s)" % default_role)
+
+
+def is_host_key_dir(path):
+    """A host key directory (KEYFILES.md: master.key and role keys), not a keystore (keys.bin)."""
+    d = Path(path)
+    return (d / ("%s.key" % MASTER)).is_file() and not (d / "keys.bin").exists()
 
 
 # --- the virtual board's view of its MCU's mode -----------------------------------------------------------
@@ -112,6 +119,10 @@ class Console:
         self._logout = True
 
     def __enter__(self):
+        return self.open()
+
+    def open(self):
+        """Open the port and log in (again, after close()). Returns self."""
         import serial
         from meterctl.console_client import ConsoleClient
         from meterctl.remote import check_port
@@ -120,9 +131,15 @@ class Console:
             self._ser = serial.Serial(self.port, 115200, timeout=0.02, write_timeout=self.timeout)
         except (serial.SerialException, OSError, ValueError) as e:
             raise CliError("cannot open port %s: %s" % (self.port, e)) from None
+        self._logout = True
         self.client = ConsoleClient(self._ser.read, self._write, timeout=self.timeout)
         if self.role_key is not None:
-            self.client.login(self.role, self.role_key)
+            try:
+                self.client.login(self.role, self.role_key)
+            except BaseException:
+                self._ser.close()
+                self._ser = None
+                raise
         return self
 
     def _write(self, data):
@@ -130,11 +147,18 @@ class Console:
         self._ser.flush()
 
     def __exit__(self, *exc):
+        self.close(logout=exc[0] is None)
+
+    def close(self, logout=True):
+        """Log out (unless the meter is rebooting, or logout=False) and close the port."""
+        if self._ser is None:
+            return
         try:
-            if self.client is not None and exc[0] is None and self._logout:
+            if self.client is not None and logout and self._logout:
                 self.client.logout()
         finally:
             self._ser.close()
+            self._ser = None
 
     def call(self, command, payload=b"", secret=False):
         return self.client.call(command, payload, secret)
@@ -162,23 +186,55 @@ class Console:
         return parse_status(self.paged(command).decode("utf-8", "replace"))
 
 
+class _ReplSeen(Exception):
+    """A MicroPython REPL answered the hello frame: a development board."""
+
+
 def which_mode(port, timeout=2.0):
     """'production' when a console answers hello on `port` (its public line names the mode), else None.
-    Only a hello frame is sent: a REPL reads it as a Ctrl-A (raw REPL) plus bytes it never runs."""
+    Only a hello frame is sent: a REPL reads it as a Ctrl-A (raw REPL) plus bytes it never runs, and its
+    raw-REPL banner ends the wait at once (a development board costs no time-out)."""
     import serial
     from meterctl.console_client import ConsoleClient, ConsoleError, ProtocolError
     try:
         ser = serial.Serial(port, 115200, timeout=0.02)
     except (serial.SerialException, OSError, ValueError):
         return None
+    seen = bytearray()
+
+    def read(n):
+        data = ser.read(n)
+        seen.extend(data)
+        if _REPL_BANNER in seen:
+            raise _ReplSeen()
+        del seen[:-len(_REPL_BANNER)]
+        return data
+
     try:
-        line = ConsoleClient(ser.read, ser.write, timeout=timeout).hello()
-    except (ProtocolError, ConsoleError):
+        line = ConsoleClient(read, ser.write, timeout=timeout).hello()
+    except (ProtocolError, ConsoleError, _ReplSeen):
         return None
     finally:
         ser.close()
     parts = line.split("|")
     return parts[3] if len(parts) >= 4 and parts[0] == "umeter" else None
+
+
+_REPL_BANNER = b"raw REPL; CTRL-B to exit"
+
+
+def console_for(args, role=None, port=None):
+    """A Console for a production meter when the command was given a role key (--role-key, or
+    --key-dir's <role>.key) and the port answers the console protocol; None for a development board
+    (raw REPL): the automatic choice of status, id, export, watch and reset."""
+    role = role or getattr(args, "role", "reader")
+    port = port or args.port
+    key = role_key_from(args, role)
+    if key is None:
+        return None
+    if which_mode(port, timeout=min(2.0, getattr(args, "timeout", 2.0))) is None:
+        return None  # a REPL (or nothing) answered: the raw-REPL path says what is wrong
+    return Console(port, key, role, timeout=getattr(args, "timeout", 10.0))
 
 
 def production_hint(port):
@@ -232,3 +288,24 @@ def wait_for_console(port, timeout=20.0):
             return mode
         time.sleep(0.2)
     raise CliError("no console answered on %s within %gs" % (port, timeout))
+
+
+# --- the operator's reboot ---------------------------------------------------------------------------------
+def reboot(console):
+    """The operator's `reboot` (console code 0x26): the meter answers, stops cleanly (checkpoint first) and
+    restarts. The answer payload. A firmware without the command raises a CliError that says so."""
+    from meterctl.console_client import ConsoleError
+    from umeter.console import framing, roles
+    code = roles.CODES.get("reboot", REBOOT_CODE)
+    try:
+        got = console.call(code)
+    except ConsoleError as e:
+        if e.code in (framing.ERR_UNSUPPORTED, framing.ERR_UNKNOWN_COMMAND):
+            raise CliError("the meter on %s does not support the reboot command (it answered %s): its "
+                           "firmware predates it; nothing was done" % (console.port, e.name)) from None
+        raise
+    console.rebooting()
+    return got
+
+
+REBOOT_CODE = 0x26
