@@ -1,14 +1,46 @@
 # Boot stage (SLOTS.md section 6). With app slots: verify the active slot (manifest signature, pinned
 # digest, every file's SHA-256) before importing anything from it, else boot the other slot and record
-# tamper, else stay in a safe state that says why (the REPL stays usable). Without slots (a development
-# deploy by `meterctl deploy`): start the app at / as before, marked as an unverified development deploy.
-# The verifier it uses (umeter.ota, umeter.crypto, the keystore backends) comes from the boot stage's own
-# copy (frozen, or at /), never from a slot; that copy is dropped from sys.modules before the app loads.
-# Production mode (console/MODE.md): decided from the MCU-internal mode blob once board.py is imported,
-# before the app is; then the REPL stays closed for good and the line speaks only the console protocol.
+# tamper, else stay in a safe state that says why. Without slots (a development deploy by `meterctl
+# deploy`): start the app at / as before, marked as an unverified development deploy.
+# The verifier it uses (umeter.ota, umeter.crypto, the keystore backends, umeter.console) comes from the
+# boot stage's own copy (frozen, or at /), never from a slot; that copy is dropped from sys.modules
+# before the app loads.
+# Production mode (console/MODE.md): decided first, from the MCU-internal mode blob at the port's keystore
+# place (no board module, no app code). A locked board never gets the REPL back: it serves the console
+# protocol, or in the safe state only the public line and a "safe state" error frame.
 import micropython
 micropython.kbd_intr(-1)  # first: no Ctrl-C during boot; development mode gives it back below
 boot_error = None
+
+
+def _boot_mode():
+    try:
+        from umeter.console import mode
+    except ImportError:  # a boot stage without the console: development as before
+        return None
+    return mode.boot_load()
+
+
+boot_mode = _boot_mode()
+
+
+def _locked():
+    return boot_mode is not None and boot_mode.locked
+
+
+def _say(*args):
+    # a locked board prints nothing: its line carries only console frames, and no reason leaks there
+    if not _locked():
+        print(*args)
+
+
+def _failed(e):
+    global boot_error
+    boot_error = "%s: %s" % (type(e).__name__, e)
+    if not _locked():
+        import sys
+        print("umeter: start failed:")
+        sys.print_exception(e)
 
 
 def _has_slots(root):
@@ -32,6 +64,8 @@ def _start(board, note):
     except Exception:    # the keystore cannot be read: never open the REPL on that
         from umeter.console.mode import Mode, PRODUCTION
         m, ks = Mode(PRODUCTION, 0, True), None
+    if (m is None or not m.locked) and boot_mode is not None and boot_mode.locked:
+        m = boot_mode  # the port's keystore place says locked: locked wins
     if m is not None and m.locked:
         _production(board, m, ks)  # never returns (a reset ends it)
     micropython.kbd_intr(3)
@@ -91,6 +125,39 @@ def _production(board, m, ks):
             raise SystemExit(0)
 
 
+def _safe_state(m, reason):
+    """A locked board with no app to run: the REPL stays closed for good. The line answers hello with the
+    public line and every other frame with a "safe state" error frame (serve.SafeConsole); a reset to
+    the original state under way still wipes the keys. Never returns (the unix port: ends the process
+    when its line closes)."""
+    import sys
+    try:
+        from umeter.console import mode, serve
+        serve.lock_repl()
+        if m.mode == mode.RESETTING:
+            try:
+                from umeter.hal.keystore import KeyStore
+                mode.finish_reset(KeyStore(mode.boot_backend()), None)
+            except Exception:
+                pass  # the next boot tries again; the mode stays resetting
+        console = serve.SafeConsole(("umeter|safe-state|%s|%s" % (_serial(), m.name)).encode(), reason)
+    except BaseException:
+        console = None  # no console code: silence rather than a prompt
+    while True:
+        try:
+            if console is not None:
+                serve.serve(console)
+            else:
+                import time
+                time.sleep_ms(1000)
+        except SystemExit:
+            raise
+        except BaseException:
+            pass
+        if sys.platform == "linux":  # the unix port's line closed: end the process, never a prompt
+            raise SystemExit(0)
+
+
 def _serial():
     try:
         import machine
@@ -101,18 +168,17 @@ def _serial():
 
 
 def _development():
+    global boot_error
     try:
         import board
     except ImportError:
-        micropython.kbd_intr(3)
-        print("umeter: no board.py on this device: run `meterctl deploy --board NAME --port PORT`")
+        boot_error = "no board.py on this device"
+        _say("umeter: no board.py on this device: run `meterctl deploy --board NAME --port PORT`")
         return None
     try:
         return _start(board, "umeter: unverified development deploy (no signed app slot)")
     except Exception as e:
-        import sys
-        print("umeter: start failed:")
-        sys.print_exception(e)
+        _failed(e)
         return None
 
 
@@ -130,7 +196,7 @@ def _boot():
         return _development()  # e.g. a first update was interrupted on a development deploy
     except slots.NoApp as e:
         boot_error = str(e)
-        print("umeter: safe state, no verified app to start:", boot_error)
+        _say("umeter: safe state, no verified app to start:", boot_error)
         return None
     trial = slots.load(backend).trial
     for name in list(sys.modules):
@@ -143,9 +209,7 @@ def _boot():
         import board
         return _start(board, note)
     except Exception as e:
-        boot_error = "%s: %s" % (type(e).__name__, e)
-        print("umeter: start failed:")
-        sys.print_exception(e)
+        _failed(e)
         slots.boot_failed(backend, index, boot_error)  # the boot stage's module object, not the slot's
         if trial and sys.platform != "linux":
             import machine
@@ -153,5 +217,12 @@ def _boot():
         return None
 
 
-meter = _boot()
-micropython.kbd_intr(3)  # development, or a safe state: the REPL as before
+try:
+    meter = _boot()
+except Exception as _e:  # e.g. the filesystem: on a locked board still never a prompt
+    meter = None
+    _failed(_e)
+    del _e
+if _locked():  # only a failure returns here on a locked board (_production never returns)
+    _safe_state(boot_mode, boot_error or "no app started")
+micropython.kbd_intr(3)  # development, or its safe state: the REPL as before

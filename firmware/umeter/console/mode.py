@@ -73,6 +73,32 @@ def load(backend):
     return Mode(data[1], data[2])
 
 
+def boot_backend():
+    """The keystore's blob backend at this port's fixed place, opened without any board module, for the
+    boot stage's first read of the mode (MODE.md section 2): ESP32 NVS namespace `umeter_keys`, RP2040
+    `/keystore`, the unix port (virtual board) $UMETER_KEYS_DIR or $UMETER_BOARD_DIR/keys (default
+    ./keys). Every board's keystore() uses the same place."""
+    import sys
+    if sys.platform == "esp32":
+        from umeter.hal.keystore_esp32 import NvsBackend
+        return NvsBackend()
+    from umeter.hal.keystore_file import FileBackend
+    if sys.platform == "rp2":
+        from umeter.hal.keystore_rp2 import DIRECTORY
+        return FileBackend(DIRECTORY)
+    import os
+    return FileBackend(os.getenv("UMETER_KEYS_DIR") or (os.getenv("UMETER_BOARD_DIR") or ".") + "/keys")
+
+
+def boot_load():
+    """The mode as the boot stage reads it first: a backend that cannot be opened counts as damaged
+    (locked), like a blob that cannot be read."""
+    try:
+        return load(boot_backend())
+    except Exception:
+        return Mode(PRODUCTION, 0, True)
+
+
 def protected(board):
     """Is the board's key storage MCU-internal? A board that does not say is treated as unprotected."""
     return getattr(board, "KEY_STORAGE", None) == "internal"
@@ -155,11 +181,10 @@ def finish_reset(keystore, board):
     """Step 2 (the boot stage, while the mode says RESETTING): wipe role keys, master key, high-water mark,
     acknowledge tamper (the count stays), format the journal and the State, then development mode. Each
     step can be repeated, so a power cut anywhere in it is finished at the next boot. The failure
-    counters (authfail) and the OTA state (security counter) are kept."""
+    counters (authfail) and the OTA state (security counter) are kept. board None (the boot stage's safe
+    state: no verified board module): only the keystore steps; the mode stays RESETTING (locked) and
+    the next boot with a verified app formats the stores and finishes. True when finished."""
     from umeter.console.rolekeys import KEYS_BLOB
-    from umeter.store.journal import Journal
-    from umeter.store.region import partitions
-    from umeter.store.state import State
     backend = keystore.backend
     note = load_note(backend)
     if keystore.last_epoch > note.last_epoch:  # a cut between the note and the mode write: note it again
@@ -168,7 +193,13 @@ def finish_reset(keystore, board):
     keystore.erase_keys()   # the master keys and the key epoch (KEYSTORE.md), noted above
     keystore.clear_mark()
     keystore.acknowledge_tamper()
+    if board is None:
+        return False
+    from umeter.store.journal import Journal
+    from umeter.store.region import partitions
+    from umeter.store.state import State
     parts = partitions(board.flash(), board.PARTITIONS)
     Journal.format(parts["journal"])
     State.format(parts["state"])
     set_development(backend)
+    return True

@@ -20,6 +20,54 @@ def lock_repl():
         pass
 
 
+SAFE_STATE_TEXT = "safe state: no verified app"
+
+
+class SafeConsole:
+    """The line of a locked board in the boot stage's safe state (no verified app: SLOTS.md section 6).
+    No session, no role key, no handler: hello gets the public line, every other frame an error frame
+    (ERR_UNSUPPORTED, "safe state: no verified app: <why>"), a rejected frame its decoder error. Same
+    feed()/poll() as console.Console, bounded per byte and per frame, never raises."""
+
+    def __init__(self, public_line, reason="", ticks_ms=None):
+        from umeter.console import framing, roles
+        import time
+        self._framing = framing
+        self._hello = roles.HELLO
+        self._public = bytes(public_line)[:framing.MAX_PAYLOAD]
+        self._text = SAFE_STATE_TEXT + (": " + reason if reason else "")
+        self._ticks = ticks_ms or time.ticks_ms
+        self._decoder = framing.Decoder()
+
+    def poll(self):
+        return self.feed(b"")
+
+    def feed(self, data):
+        f = self._framing
+        try:
+            out = []
+            refused = False
+            for r in self._decoder.feed(data, self._ticks()):
+                if isinstance(r, int):  # one answer per call for rejected bytes, as Console does
+                    if not refused:
+                        out.append(self._error(0, 0, r, ""))
+                    refused = True
+                elif r.flags & (f.FLAG_RESPONSE | f.FLAG_ERROR):
+                    continue  # an answer echoed back (loopback): never answer it
+                elif r.command == self._hello:
+                    out.append(f.encode(r.command, r.seq, self._public, f.FLAG_RESPONSE))
+                else:
+                    out.append(self._error(r.command, r.seq, f.ERR_UNSUPPORTED, self._text))
+            return b"".join(out)
+        except Exception:
+            self._decoder.reset()
+            return b""
+
+    def _error(self, command, seq, code, text):
+        f = self._framing
+        return f.encode(command, seq, f.error_payload(code, 0, text), f.FLAG_RESPONSE | f.FLAG_ERROR)
+
+
 class StdioLine:
     """Non-blocking reads from sys.stdin, writes to sys.stdout (both binary)."""
 
