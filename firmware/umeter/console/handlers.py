@@ -1,5 +1,5 @@
 # The app's console commands (FRAMING.md section 6, payloads in MODE.md section 3), on the Meter's public
-# surface only: status(), engine, journal, keystore, checkpoint(), event(), store(), stop(). Answers are at
+# surface only: status(), engine, journal, keystore, settings, checkpoint(), event(), stop(). Answers are at
 # most 1024 bytes: long JSON answers are paged (request: offset u32; answer: total u32 || bytes), and the
 # text of one reading is kept between its pages so they fit together. A reboot a command asks for runs
 # after its answer went out (after(), called by the serve loop's step).
@@ -9,13 +9,16 @@ import struct
 from umeter import records
 from umeter.console import mode as modes
 from umeter.console.console import CommandError
-from umeter.console.framing import ERR_BAD_PAYLOAD, ERR_INTERNAL, MAX_PAYLOAD
+from umeter.console.framing import ERR_BAD_PAYLOAD, ERR_INTERNAL, ERR_UNSUPPORTED, MAX_PAYLOAD
+from umeter.console.handlers_settings import DEFERRED, SettingsCommands, sealer_for
 from umeter.console.rolekeys import KEY_LEN
-from umeter.console.roles import READER, OPERATOR, ADMIN
+from umeter.console.roles import EV_ACTION, READER, OPERATOR, ADMIN
 
 _PAGE = MAX_PAYLOAD - 4
 _RECORD_HEAD = 10             # seq u64 || length u16 per exported record
 RESET_CONFIRM = b"reset to original state"
+EVENT_LOG_MAX = 32            # events per event_log answer (the newest, or the next from since)
+EVENT_LOG_SCAN = 256          # records opened per event_log request at most: bounded time
 
 
 def _page(text, payload):
@@ -45,6 +48,9 @@ class Handlers:
         self._pages = {}
         self._reboot = None        # None, "stop" (clean stop first) or "now"
         self._reset = reset        # callable: the MCU reset (machine.reset)
+        self._actor = "local"      # the role of the command running (on_event names it just before)
+        self._settings = SettingsCommands(meter, sealer_for(meter, self._role))
+        self._ota = None           # handlers_ota.OtaCommands, made on the first OTA command
 
     def __repr__(self):
         return "<Handlers %s>" % self.mode.name
@@ -53,16 +59,29 @@ class Handlers:
         self.console = console
 
     def table(self):
+        s = self._settings
         return {"status": self.status, "registers": self.registers, "software_id": self.software_id,
-                "export": self.export, "calibration": self.calibration, "set_checkpoint": self.set_checkpoint,
+                "export": self.export, "event_log": self.event_log, "set_time": s.set_time,
+                "calibration": s.calibration, "set_interval": s.set_interval,
+                "set_retention": s.set_retention, "set_power_fail": s.set_power_fail,
+                "set_checkpoint": s.set_checkpoint, "reboot": self.reboot,
+                "ota_begin": self.ota_begin, "ota_data": self.ota_data, "ota_finish": self.ota_finish,
                 "set_mode": self.set_mode, "factory_reset": self.factory_reset, "provision": self.provision,
                 "rotate_key": self.rotate_key}
 
     def on_event(self, code, role, detail):
         """Console events become sealed EV_CONSOLE records. Raises when the record cannot be sealed: the
-        console then refuses the privileged command."""
+        console then refuses the privileged command. A settings command's action is sealed by its handler
+        instead, right after this call, once it knows the change ("operator set_retention 365")."""
+        if code == EV_ACTION and detail in DEFERRED:
+            self._actor = role
+            return
         if not self.meter.event(records.EV_CONSOLE, code, ("%s %s" % (role, detail))[:120]):
             raise CommandError(ERR_INTERNAL, "event log unavailable")
+
+    def _role(self):
+        role, self._actor = self._actor, "local"   # one command per announcement
+        return role
 
     def after(self):
         """Called between console turns: the reboot a command asked for, once its answer is written."""
@@ -164,27 +183,67 @@ class Handlers:
         out["tamper"] = {"count": t.count, "active": bool(t.active)}
         return _json(out)
 
-    # --- operator -------------------------------------------------------------------------------------
-    def calibration(self, payload):
-        """JSON object of calibration values to change (engine.set_calibration keys); the others stay.
-        Empty: the current calibration. Answer: the calibration in force. RAM only until the board's
-        CALIBRATION is changed (MODE.md)."""
-        eng = self.meter.engine
-        if payload:
-            try:
-                change = json.loads(payload)
-                if not isinstance(change, dict):
-                    raise ValueError("not an object")
-                calib = dict(eng.calib)
-                calib.update(change)
-                eng.set_calibration(calib)
-            except (ValueError, TypeError) as e:
-                raise CommandError(ERR_BAD_PAYLOAD, str(e)[:60])
-        return _json(eng.calib)
+    def event_log(self, payload):
+        """Request: nothing | offset u32 (a later page) | since u64 | since u64 || offset u32. Paged JSON:
+        without since the newest EVENT_LOG_MAX events among the newest EVENT_LOG_SCAN records; with since
+        the first EVENT_LOG_MAX events from seq `since` on, and `next_since` to go on (0: up to date)."""
+        n = len(payload)
+        if n not in (0, 4, 8, 12):
+            raise CommandError(ERR_BAD_PAYLOAD, "since u64 and/or offset u32")
+        since = struct.unpack(">Q", payload[:8])[0] if n >= 8 else 0
+        offset = payload[8:] if n == 12 else payload if n == 4 else b""
+        return self._paged("event_log", offset, lambda: _json(self._events(since)))
 
-    def set_checkpoint(self, payload):
-        """Take a checkpoint now (the registers sealed, the high-water mark advanced): its seq u64."""
-        return struct.pack(">Q", self.meter.checkpoint())
+    def _events(self, since):
+        from umeter.crypto.seal import Opener
+        j = self.meter.journal
+        ks = self.meter.keystore
+        if j is None or ks is None or not ks.provisioned:
+            return {"events": [], "error": "no journal" if j is None else "no key: records cannot be opened"}
+        last = j.last_seq
+        start = since if since else last - EVENT_LOG_SCAN + 1
+        if start < 1:
+            start = 1
+        ring = []           # newest last; at most EVENT_LOG_MAX decoded events are held
+        opener = Opener(ks)
+        walked = unreadable = 0
+        nxt = 0
+        # one record before `start` first: it only starts the chain, so `start` itself can be verified
+        for seq, rec in j.records(start - 1 if start > 1 else 0):
+            if seq > last:
+                break
+            try:
+                body = opener.open(seq, rec)
+            except Exception:   # damaged or not openable: counted, the chain starts again after it
+                opener.reset()
+                unreadable += 1
+                continue
+            if seq < start:
+                continue
+            walked += 1
+            if body is not None and body[0] == records.REC_EVENT:
+                ev = records.decode(body)[1]
+                ring.append({"seq": seq, "event": ev["event"], "code": ev["code"], "arg": ev["arg"],
+                             "text": ev["text"]})
+                if len(ring) > EVENT_LOG_MAX:
+                    ring.pop(0)
+                if since and len(ring) == EVENT_LOG_MAX:
+                    nxt = seq + 1
+                    break
+            if walked >= EVENT_LOG_SCAN:
+                if since and seq < last:
+                    nxt = seq + 1
+                break
+        return {"events": ring, "from_seq": start, "last_seq": last, "walked": walked,
+                "unreadable": unreadable, "next_since": nxt}
+
+    # --- operator (the settings commands: handlers_settings.py) -------------------------------------
+    def reboot(self, payload):
+        """A clean stop (the open window booked, a checkpoint), then the MCU reset: after the answer."""
+        if payload:
+            raise CommandError(ERR_BAD_PAYLOAD, "no payload")
+        self._reboot = "stop"
+        return _json({"reboot": "after this answer, checkpoint first"})
 
     # --- admin ----------------------------------------------------------------------------------------
     def set_mode(self, payload):
@@ -230,3 +289,22 @@ class Handlers:
         epoch = ks.rotate(payload)
         self._reboot = "stop"
         return _json({"key_id": ks.key_id(epoch), "epoch": epoch})
+
+    # --- OTA (handlers_ota.py, loaded on the first OTA command) -----------------------------------------
+    def _ota_commands(self, name):
+        if self._ota is None:
+            try:
+                from umeter.console import handlers_ota
+            except ImportError:
+                raise CommandError(ERR_UNSUPPORTED, name)
+            self._ota = handlers_ota.OtaCommands(self.meter, self.board)
+        return self._ota
+
+    def ota_begin(self, payload):
+        return self._ota_commands("ota_begin").ota_begin(payload)
+
+    def ota_data(self, payload):
+        return self._ota_commands("ota_data").ota_data(payload)
+
+    def ota_finish(self, payload):
+        return self._ota_commands("ota_finish").ota_finish(payload)

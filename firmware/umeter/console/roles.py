@@ -36,6 +36,7 @@ COMMANDS = {
     0x23: ("set_retention", OPERATOR, 0),
     0x24: ("set_power_fail", OPERATOR, 0),
     0x25: ("set_checkpoint", OPERATOR, 0),
+    0x26: ("reboot", OPERATOR, 0),
     0x30: ("ota_begin", ADMIN, 0),
     0x31: ("ota_data", ADMIN, 0),
     0x32: ("ota_finish", ADMIN, 0),
