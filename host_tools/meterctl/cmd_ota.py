@@ -2,6 +2,9 @@
 
     meterctl ota push --port P BUNDLE      over the raw REPL (development boards, the virtual board), with a
                                            progress bar; a broken connection reconnects and resumes
+    meterctl ota push --port P --key-dir D BUNDLE    (or --role-key FILE) a production meter (closed REPL)
+                                           over the console protocol as admin (ota/CONSOLE_OTA.md), chosen
+                                           automatically: the same installer, the same checks
     meterctl ota fetch --port P URL        the device downloads the bundle itself over HTTP (resumes too)
     meterctl ota trust --port P --board B --arch A --pubkey F... --policy P [--floor F]
                                            provision the device's update trust store (once; later changes
@@ -33,9 +36,16 @@ def register(subparsers):
                                           "its inactive slot and boots it in trial mode at the next reset.")
     sub = p.add_subparsers(dest="ota_command", metavar="{push,fetch}")
     sub.required = True
-    push = sub.add_parser("push", help="send a bundle over the serial port (raw REPL)")
+    push = sub.add_parser("push", help="send a bundle over the serial port (raw REPL, or the console "
+                                       "protocol of a production meter)")
     add_port_args(push)
     push.add_argument("bundle", help="signed bundle file")
+    push.add_argument("--role-key", metavar="FILE",
+                      help="admin role key file, for a production meter (console protocol)")
+    push.add_argument("--key-dir", metavar="DIR",
+                      help="host key directory (KEYFILES.md): its admin.key is used for a production meter")
+    push.add_argument("--role", choices=("reader", "operator", "admin"), default="admin",
+                      help="role to log in as on a production meter (default: admin, the only one allowed)")
     push.add_argument("--retries", type=int, default=ota_push.RETRIES,
                       help="reconnect and resume this many times (default: %d)" % ota_push.RETRIES)
     push.set_defaults(func=run_push)
@@ -56,12 +66,48 @@ def register(subparsers):
     trust.set_defaults(func=run_trust)
 
 
+def _production(args, key):
+    """True when `port` is a production meter to reach over the console: a role key was given and the
+    port answers hello. Without a key, a port whose raw REPL does not answer but whose console does
+    is refused with a hint (the admin key is needed)."""
+    from meterctl import production as prod
+    if key is not None:
+        return prod.which_mode(args.port) is not None
+    try:
+        Remote(args.port, timeout=args.timeout).open().close()
+    except RemoteError:
+        if prod.which_mode(args.port) is not None:
+            raise CliError(prod.production_hint(args.port) + " (the admin key: ota push needs the admin "
+                           "role)") from None
+        raise
+    return False
+
+
+def _push_console(args, data, key, out):
+    from meterctl import ota_console
+    result, sessions, starts = ota_console.push(
+        ota_console.open_production(args.port, key, args.role, args.timeout), data,
+        progress=ota_push.progress_bar(sys.stderr), retries=args.retries,
+        log=lambda line: print("ota push: " + line, file=sys.stderr))
+    extra = "" if sessions == 1 else " (%d sessions, resumed at payload byte %s)" % (
+        sessions, ", ".join(str(r) for r in starts[1:]))
+    print("installed %s on %s as %s over the console protocol%s: software id %s in slot %s; the meter "
+          "reboots into its trial boot now" % (args.bundle, args.port, args.role, extra,
+                                               result.get("software_id"), result.get("slot")), file=out)
+    return 0
+
+
 def run_push(args, out=None):
+    from meterctl import production as prod
     out = out or sys.stdout
     try:
         data = Path(args.bundle).read_bytes()
     except OSError as e:
         raise CliError("cannot read %s: %s" % (args.bundle, e.strerror)) from None
+    ota_push.split(data)  # not a bundle: said before anything is sent
+    key = prod.role_key_from(args, args.role)
+    if _production(args, key):
+        return _push_console(args, data, key, out)
     sid, sessions, starts = ota_push.push(args.port, data, timeout=args.timeout,
                                            progress=ota_push.progress_bar(sys.stderr), retries=args.retries,
                                            log=lambda line: print("ota push: " + line, file=sys.stderr))
