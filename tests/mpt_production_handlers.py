@@ -1,7 +1,8 @@
 # The app's console handlers (console/handlers.py) over a real Meter on the unix port (both lanes): every
 # privileged command is a sealed EV_CONSOLE record naming its role, a command whose event cannot be sealed
 # is refused, paged answers fit together, export hands out the sealed records, calibration by role, the
-# reset to the original state asks for a reboot only after its answer.
+# reset to the original state and the operator's reboot act only after their answer (the reboot checkpoints
+# first), the reader's event log (newest events, paged, bounded walks forward from a seq).
 import json
 import struct
 
@@ -13,7 +14,7 @@ from umeter.app import Meter
 from umeter.console import mode, roles
 from umeter.console.console import Console
 from umeter.console.framing import ERR_FORBIDDEN, ERR_INTERNAL, ERR_BAD_PAYLOAD
-from umeter.console.handlers import Handlers, public_line, RESET_CONFIRM
+from umeter.console.handlers import Handlers, public_line, RESET_CONFIRM, EVENT_LOG_MAX, EVENT_LOG_SCAN
 from umeter.crypto.seal import Opener
 
 HEAPSIZE = "16M"
@@ -88,6 +89,7 @@ def test_roles_events_and_answers():
     a = host.request(roles.CODES["calibration"], change)
     assert not error_of(a) and abs(json.loads(a.payload)["i_gain"] - 1.02) < 1e-6
     assert abs(meter.engine.calib["i_gain"] - 1.02) < 1e-6
+    assert abs(meter.settings.calibration["i_gain"] - 1.02) < 1e-6  # stored: the next boot has it too
     a = host.request(roles.CODES["set_checkpoint"])
     assert struct.unpack(">Q", a.payload)[0] == meter.journal.last_seq
     assert error_of(host.request(roles.CODES["factory_reset"], RESET_CONFIRM)) == ERR_FORBIDDEN
@@ -114,3 +116,72 @@ def test_no_sealed_event_no_privileged_command():
     assert meter.engine.calib == before
     assert not error_of(host.login(roles.READER))
     assert not error_of(host.request(roles.CODES["registers"]))  # the reader's readout still works
+
+
+def _all_events(meter):
+    opener = Opener(meter.keystore)
+    out = []
+    for seq, rec in meter.journal.records():
+        body = opener.open(seq, rec)
+        if body is not None and body[0] == records.REC_EVENT:
+            out.append((seq, records.decode(body)[1]["text"]))
+    return out
+
+
+def test_event_log_newest_paged_and_since():
+    meter, h, c, resets = production()
+    for i in range(40):
+        meter.event(records.EV_FAULT, i, "fault number %d with some words to make the answer long" % i)
+    host = Host(c)
+    assert not error_of(host.login(roles.READER))
+    log = json.loads(paged(host, "event_log"))
+    assert len(json.dumps(log)) > 1020  # really paged
+    want = _all_events(meter)
+    assert len(want) > 40 and want[0][1] == "umeter 0.1.0"  # the boot event first
+    assert [(e["seq"], e["text"]) for e in log["events"]] == want[-32:]
+    faults = [e for e in log["events"] if e["event"] == "fault"]
+    assert faults[-1]["arg"] == 39 and faults[-1]["code"] == records.EV_FAULT
+    assert log["events"][-1]["text"] == "reader "  # the login, sealed after them
+    assert log["next_since"] == 0 and log["unreadable"] == 0
+    # many records without events: the newest-first view walks at most EVENT_LOG_SCAN records ...
+    for _ in range(EVENT_LOG_SCAN + 20):
+        meter.checkpoint()
+    log = json.loads(paged(host, "event_log"))
+    assert log["walked"] == EVENT_LOG_SCAN and log["events"] == [] and log["from_seq"] > want[-1][0]
+    # ... and since walks forward from any seq in bounded steps, together every event
+    got = []
+    since = 1
+    while since:
+        a = host.request(roles.CODES["event_log"], struct.pack(">QI", since, 0))
+        total = struct.unpack(">I", a.payload[:4])[0]
+        text = a.payload[4:]
+        while len(text) < total:
+            text += host.request(roles.CODES["event_log"], struct.pack(">QI", since, len(text))).payload[4:]
+        page = json.loads(text)
+        assert len(page["events"]) <= EVENT_LOG_MAX and page["walked"] <= EVENT_LOG_SCAN
+        got.extend((e["seq"], e["text"]) for e in page["events"])
+        since = page["next_since"]
+    assert got == _all_events(meter)
+    assert error_of(host.request(roles.CODES["event_log"], b"\x00" * 5)) == ERR_BAD_PAYLOAD
+
+
+def test_reboot_checkpoints_first():
+    meter, h, c, resets = production()
+    meter.run_samples(4000 * 3)
+    host = Host(c)
+    assert not error_of(host.login(roles.READER))
+    assert error_of(host.request(roles.CODES["reboot"])) == ERR_FORBIDDEN
+    assert not error_of(host.login(roles.OPERATOR))
+    before = meter.journal.last_seq
+    a = host.request(roles.CODES["reboot"])
+    assert not error_of(a) and "reboot" in json.loads(a.payload)
+    assert resets == [] and meter.journal.last_seq == before + 1  # only the sealed event so far
+    h.after()  # the serve loop's next step: the answer is out, now the clean stop and the reset
+    assert resets == [1]
+    opener = Opener(meter.keystore)
+    last = None
+    for seq, rec in meter.journal.records():
+        last = opener.open(seq, rec)
+    assert records.decode(last)[0] == records.REC_CHECKPOINT
+    assert meter.keystore.high_water().seq == meter.journal.last_seq
+    assert "operator reboot" in console_events(meter)
