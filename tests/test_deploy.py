@@ -211,3 +211,54 @@ def test_compiled_deploy_removes_shadowing_sources(board, tmp_path):
     for rel in SOURCES:
         assert hashlib.sha256(on_board[rel.as_posix()]).digest() == \
             hashlib.sha256((deploy.FIRMWARE_DIR / rel).read_bytes()).digest()
+
+
+def fake_installed_slot(board_dir):
+    """What an OTA install leaves on the device's filesystem (SLOTS.md): slot_a/ with its files, a trust
+    entry and a boot state naming slot a active and pinned. The manifest is not a signed one: the boot
+    stage refuses it, which is enough to show it is preferred over the deployed files."""
+    from umeter.hal.keystore_file import FileBackend
+    from umeter.ota import bundle, slots, trust
+
+    (board_dir / "slot_a" / "umeter").mkdir(parents=True)
+    (board_dir / "slot_a" / "MANIFEST").write_bytes(b"not a signed manifest")
+    (board_dir / "slot_a" / "umeter" / "app.py").write_text("X = 1\n")
+    backend = FileBackend(str(board_dir / "ota"))
+    trust.provision(backend, "sim", "py", [(bundle.ALG_ED25519, bytes(range(32)))], 1, 1)
+    st = slots.BootState()
+    st.active, st.digests[0] = 0, bytes(32 * [7])
+    st.event(slots.EV_INSTALLED, 0, 1, "1.0")
+    slots.save(backend, st)
+    return backend
+
+
+def test_deploy_warns_about_slots_and_drops_them(board):
+    from umeter.ota import slots, trust
+
+    bd = board.board_dir
+    assert meterctl("deploy", "--board", "sim", "--port", board.pty_path).returncode == 0
+    backend = fake_installed_slot(bd)
+    trust_before = (bd / "ota" / "otatrust.bin").read_bytes()
+    # Without --drop-slots: a warning that the slot wins, and the slot is kept.
+    r = meterctl("deploy", "--board", "sim", "--port", board.pty_path)
+    assert r.returncode == 0, r.stderr
+    assert "warning: the device holds OTA app slots (slot_a)" in r.stderr and "starts slot a" in r.stderr
+    assert "--drop-slots" in r.stderr and (bd / "slot_a" / "MANIFEST").exists()
+    restart(board)  # the boot stage prefers the slot (refused: safe state): the deployed app does not run
+    r = meterctl("status", "--port", board.pty_path)
+    assert r.returncode == 2 and "not running" in r.stderr, r.stdout + r.stderr
+    # --drop-slots: the slot directory and its pins go; counters and the trust entry (security counter) stay.
+    r = meterctl("deploy", "--board", "sim", "--port", board.pty_path, "--drop-slots")
+    assert r.returncode == 0, r.stderr
+    assert "removed the OTA slots (slot_a)" in r.stdout and "warning" not in r.stderr
+    assert not (bd / "slot_a").exists()
+    st = slots.load(backend)
+    assert st.active is None and st.digests == [None, None]
+    assert st.counts[slots.COUNTERS.index("installed")] == 1 and st.events
+    assert (bd / "ota" / "otatrust.bin").read_bytes() == trust_before and trust.load(backend).board == "sim"
+    restart(board)
+    status = wait_for_windows(board, 1)  # the freshly deployed app runs
+    assert status["software_id"]["mode"] == "development"
+    # Nothing left to warn about or drop.
+    r = meterctl("deploy", "--board", "sim", "--port", board.pty_path, "--drop-slots")
+    assert r.returncode == 0 and "removed the OTA slots" not in r.stdout and "warning" not in r.stderr

@@ -1,13 +1,19 @@
-"""``meterctl deploy --board B --port P [--no-compile]``: compile the firmware for the board's architecture,
-install it with board.py over the serial REPL and verify every file by SHA-256 on the device
-(meterctl/deploy.py). Progress on stderr, a summary on stdout."""
+"""``meterctl deploy --board B --port P [--no-compile] [--drop-slots]``: compile the firmware for the board's
+architecture, install it with board.py over the serial REPL and verify every file by SHA-256 on the device
+(meterctl/deploy.py). Progress on stderr, a summary on stdout.
+
+Development boards only: a production meter (REPL closed, the console protocol on its line) is refused
+with the reason; it takes signed updates (`meterctl ota push`). A device holding OTA slots the boot stage
+would start instead of the deployed files gets a warning, or with --drop-slots loses them
+(meterctl/deploy_slots.py)."""
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from meterctl import boards, deploy
-from meterctl.remote import DEFAULT_TIMEOUT, Remote, check_port
+from meterctl import boards, deploy, deploy_slots
+from meterctl.cli import CliError
+from meterctl.remote import DEFAULT_TIMEOUT, Remote, RemoteError, check_port
 
 
 def register(subparsers):
@@ -25,6 +31,9 @@ def register(subparsers):
                    help="firmware tree to install (default: firmware/ in the repository)")
     p.add_argument("--boards-dir", type=Path, default=None,
                    help="where board definitions live (default: boards/ in the repository)")
+    p.add_argument("--drop-slots", action="store_true",
+                   help="remove the device's OTA app slots (slot_a/, slot_b/) and their boot pins, so the "
+                        "deployed app runs at the next boot instead of a slot's (development boards)")
     p.set_defaults(func=run)
 
 
@@ -77,9 +86,13 @@ def run(args, out=None):
     check_port(args.port)
     with tempfile.TemporaryDirectory(prefix="umeter-build-") as build_dir:
         items = deploy.build(board, build_dir, args.source, compile=not args.no_compile)
-        with Remote(args.port, timeout=args.timeout) as dev:
+        dev = _open(args)
+        try:
             deploy.check_target(dev, board, items)
             summary = deploy.sync(dev, items, BarProgress())
+            slots = deploy_slots.slot_state(dev, drop=args.drop_slots)
+        finally:
+            dev.close()
     kind = "source" if not board.arch or args.no_compile else "mpy-cross -march=%s" % board.arch
     removed = summary["removed"]
     shown = ", ".join(removed[:5]) + (", and %d more" % (len(removed) - 5) if len(removed) > 5 else "")
@@ -88,5 +101,28 @@ def run(args, out=None):
           % (board.name, args.port, kind, summary["files"], summary["uploaded"], summary["bytes"] / 1024,
              summary["unchanged"], len(removed), " (%s)" % shown if removed else "",
              summary["verified"]), file=out)
-    print("restart the board to run it (e.g. `mpremote connect %s reset`)" % args.port, file=out)
+    if slots.dropped:
+        print("removed the OTA slots (%s): the deployed app runs at the next boot"
+              % ", ".join(d.strip("/") for d in slots.dirs), file=out)
+    elif slots.preferred:
+        which = "slot %s" % slots.active if slots.active else "no verified slot (its safe state)"
+        print("meterctl deploy: warning: the device holds OTA app slots (%s): at the next boot the boot "
+              "stage starts %s, not the deployed files; `meterctl deploy --drop-slots` removes them"
+              % (", ".join(d.strip("/") for d in slots.dirs), which), file=sys.stderr)
+    print("restart the board to run it (`meterctl reset --port %s`)" % args.port, file=out)
     return 0
+
+
+def _open(args):
+    """The raw-REPL session; a production meter (REPL closed) is refused with the reason."""
+    from meterctl import production as prod
+    try:
+        return Remote(args.port, timeout=args.timeout).open()
+    except RemoteError:
+        mode = prod.which_mode(args.port)
+        if mode is not None:
+            raise CliError("the meter on %s is in %s mode (REPL closed, console protocol only): deploy "
+                           "installs unsigned files over the REPL and is for development boards only; a "
+                           "production meter takes signed updates (`meterctl ota push`)"
+                           % (args.port, mode)) from None
+        raise
