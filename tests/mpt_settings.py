@@ -149,3 +149,33 @@ def production_console(meter):
     c = Console(meter.keystore.backend, h.table(), line, h.on_event)
     h.bind(c)
     return h, c
+
+
+def test_retention_by_age_runs_after_a_checkpoint():
+    from umeter import records
+    from umeter.crypto.seal import Opener
+
+    meter, h, c, resets = production()
+    host = Host(c)
+    assert not error_of(host.login(roles.OPERATOR))
+    assert not error_of(host.request(roles.CODES["set_retention"], b'{"days": 1}'))
+    for _ in range(150):  # a few sectors of records from the first simulated second
+        meter.checkpoint()
+    oldest = next(meter.journal.records())[0]
+    snap = meter.engine.snapshot()
+    snap[2] += 2 * 86400 * RATE  # two days later (engine time)
+    meter.engine.restore(snap)
+    meter.checkpoint()
+    assert meter.retention_note is None and meter.retained >= 1
+    assert next(meter.journal.records())[0] > oldest
+    opener = Opener(meter.keystore)
+    kinds = []
+    for seq, rec in meter.journal.records():
+        body = opener.open(seq, rec)
+        if body is not None:
+            kinds.append(body[0])
+    assert records.REC_RETENTION in kinds
+    assert meter.status()["settings"]["retention_by_age"] == "on"
+    meter.stop()
+    again = Meter(meter.board)
+    assert again.tamper is None and again.verification["retention_seq"] > 0  # proven, not tamper
