@@ -12,8 +12,12 @@ import json
 import shutil
 import time
 
+import pytest
+
 from meterctl import export as ex
 from meterctl import production as prod
+from meterctl.cli import CliError
+from meterctl.console_client import ConsoleError
 from meterctl.vboard import VirtualBoard
 from test_production_vboard import meterctl, production_board
 
@@ -52,6 +56,9 @@ def test_production_export_watch_match_the_raw_repl_path(tmp_path, capsys):
         assert any(f.startswith("Voltage 32.7.0 ") for f in fields) and "Store health ok" in fields
         status, out, err = meterctl(capsys, "watch", "--port", port, "--count", "1", "--timeout", "2")
         assert status == 2 and "--role-key" in err
+        # deploy is for development boards: refused with the reason, nothing written
+        status, out, err = meterctl(capsys, "deploy", "--board", "sim", "--port", port, "--timeout", "2")
+        assert status == 2 and "production mode" in err and "ota push" in err, err
         board_dir = vb.board_dir
     # The same image and keystore, booted as a development board (the mode blob removed): the raw-REPL
     # export of it holds the console export's records and gives the same verdict.
@@ -125,3 +132,41 @@ def test_production_reset_uses_the_operator_reboot(tmp_path, capsys):
         assert "operator reboot" in texts
         mkeys = ex.keys_from_file(keys.file("master"))
         assert mkeys.key_ids == doc["summary"]["key_ids"]
+
+
+class RefusingConsole:
+    """A console session whose firmware answers the reboot code with an error frame."""
+
+    port = "/dev/fake"
+
+    def __init__(self, code):
+        self.code = code
+        self.rebooted = False
+
+    def call(self, command, payload=b"", secret=False):
+        assert command == 0x26 and payload == b""
+        raise ConsoleError(self.code, 0, "", "reboot")
+
+    def rebooting(self):
+        self.rebooted = True
+
+
+@pytest.mark.parametrize("code", [6, 17])  # unknown_command (older console), unsupported (no handler)
+def test_reboot_unsupported_says_so(code):
+    c = RefusingConsole(code)
+    with pytest.raises(CliError, match="does not support the reboot command") as e:
+        prod.reboot(c)
+    assert "/dev/fake" in str(e.value) and "nothing was done" in str(e.value) and not c.rebooted
+    c = RefusingConsole(8)  # forbidden is not "unsupported": the device's own refusal goes through
+    with pytest.raises(ConsoleError, match="forbidden"):
+        prod.reboot(c)
+
+
+def test_display_says_the_mode():
+    from meterctl import display
+    base = {"software": "umeter 0.1.0", "board": "sim", "t_s": 3, "windows": 2}
+    dev = display.render(dict(base, mode="development"), "hdr")
+    assert dev[0] == "hdr" and dev[2] == "  Mode development (REPL open)"
+    prod_lines = display.render(dict(base, mode="production", key={"production_note": "accepted"}))
+    assert prod_lines[1].startswith("  Mode production (REPL closed, console protocol only); key storage not")
+    assert display.render(base)[1] == "  Mode unknown"
