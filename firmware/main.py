@@ -11,6 +11,7 @@
 import micropython
 micropython.kbd_intr(-1)  # first: no Ctrl-C during boot; development mode gives it back below
 boot_error = None
+safe_reason = None  # what the safe state's error frames say (public: never an exception's message)
 
 
 def _boot_mode():
@@ -35,8 +36,9 @@ def _say(*args):
 
 
 def _failed(e):
-    global boot_error
+    global boot_error, safe_reason
     boot_error = "%s: %s" % (type(e).__name__, e)
+    safe_reason = "start failed (%s)" % type(e).__name__
     if not _locked():
         import sys
         print("umeter: start failed:")
@@ -137,7 +139,7 @@ def _safe_state(m, reason):
         if m.mode == mode.RESETTING:
             try:
                 from umeter.hal.keystore import KeyStore
-                mode.finish_reset(KeyStore(mode.boot_backend()), None)
+                mode.finish_reset(KeyStore(mode.boot_backend()), None)  # the mode was read from it
             except Exception:
                 pass  # the next boot tries again; the mode stays resetting
         console = serve.SafeConsole(("umeter|safe-state|%s|%s" % (_serial(), m.name)).encode(), reason)
@@ -168,11 +170,11 @@ def _serial():
 
 
 def _development():
-    global boot_error
+    global boot_error, safe_reason
     try:
         import board
     except ImportError:
-        boot_error = "no board.py on this device"
+        boot_error = safe_reason = "no board.py on this device"
         _say("umeter: no board.py on this device: run `meterctl deploy --board NAME --port PORT`")
         return None
     try:
@@ -183,7 +185,7 @@ def _development():
 
 
 def _boot():
-    global boot_error
+    global boot_error, safe_reason
     import sys
     root = "" if sys.platform == "linux" else "/"  # the unix port's VfsPosix: relative paths only
     if not _has_slots(root):
@@ -195,7 +197,7 @@ def _boot():
     except slots.NeverInstalled:
         return _development()  # e.g. a first update was interrupted on a development deploy
     except slots.NoApp as e:
-        boot_error = str(e)
+        boot_error = safe_reason = str(e)
         _say("umeter: safe state, no verified app to start:", boot_error)
         return None
     trial = slots.load(backend).trial
@@ -224,5 +226,5 @@ except Exception as _e:  # e.g. the filesystem: on a locked board still never a 
     _failed(_e)
     del _e
 if _locked():  # only a failure returns here on a locked board (_production never returns)
-    _safe_state(boot_mode, boot_error or "no app started")
+    _safe_state(boot_mode, safe_reason or "no app started")
 micropython.kbd_intr(3)  # development, or its safe state: the REPL as before

@@ -62,9 +62,11 @@ def power_on(d, line):
     """Boot `d` as the virtual board does, `line` as everything the serial line brings; the output."""
     _write(d + "/line.in", line)
     exe = sys.executable
+    # '' right after the script's directory on sys.path: the board's root, as in the vboard's sandbox
     cmd = ("cd '%s' && env -u UMETER_KEYS_DIR -u UMETER_BOARD_DIR -u MICROPYINSPECT UMETER_VB_NO_SANDBOX=1 "
-           "UMETER_VB_MAIN='%s/main.py' '%s' -X heapsize=4M '%s/vboard/boardfs.py' < line.in > line.out "
-           "2>&1; echo $? > rc" % (d, _source_dir("main.py"), exe, _source_dir("vboard/boardfs.py")))
+           "MICROPYPATH='::%s' UMETER_VB_MAIN='%s/main.py' '%s' -X heapsize=4M '%s/vboard/boardfs.py' "
+           "< line.in > line.out 2>&1; echo $? > rc"
+           % (d, os.getenv("MICROPYPATH"), _source_dir("main.py"), exe, _source_dir("vboard/boardfs.py")))
     os.system(cmd)
     with open(d + "/line.out", "rb") as f:
         out = f.read()
@@ -80,7 +82,7 @@ def frames(out):
     return got, size == len(out)
 
 
-def assert_locked(d, mode_name):
+def assert_locked(d, mode_name, why="safe state: no verified app"):
     rc, out = power_on(d, REPL_BYTES + HELLO + REPL_BYTES + STATUS + LOGIN)
     assert rc == 0, (rc, out)
     for text in (b"42042", b"PWNED", b">>>", b"raw REPL", b"Traceback", b"MicroPython", b"UNVERIFIED",
@@ -97,7 +99,7 @@ def assert_locked(d, mode_name):
     for f in (status, login):  # no command and no login in the safe state: only its error frame
         assert f.flags & framing.FLAG_ERROR
         code, _, text = framing.parse_error(f.payload)
-        assert code == framing.ERR_UNSUPPORTED and text.startswith("safe state: no verified app"), text
+        assert code == framing.ERR_UNSUPPORTED and text.startswith(why), text
     return out
 
 
@@ -136,3 +138,18 @@ def test_development_board_with_both_slots_corrupted_keeps_its_repl():
     assert rc == 0, (rc, out)
     assert b"umeter: safe state, no verified app to start:" in out and b"42042" in out, out
     assert b"UNVERIFIED" not in out
+
+
+def test_locked_development_deploy_that_fails_to_start_never_opens_the_repl():
+    # no slots: the deployed /board.py starts the app; here it raises at import, then it is missing
+    d = tmpdir() + "/deploy"
+    os.mkdir(d)
+    _write(d + "/board.py", b"raise ValueError('secret-ish detail')\n")
+    mode.save(FileBackend(d + "/keys"), mode.PRODUCTION)
+    out = assert_locked(d, "production", "safe state: no verified app: start failed (ValueError)")
+    assert b"secret-ish" not in out  # an exception's message is never told before authentication
+    os.remove(d + "/board.py")
+    assert_locked(d, "production", "safe state: no verified app: no board.py on this device")
+    mode.set_development(FileBackend(d + "/keys"))
+    rc, out = power_on(d, b"print(6*7007)\r\n")
+    assert b"no board.py on this device" in out and b"42042" in out, out

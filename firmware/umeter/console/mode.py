@@ -77,26 +77,33 @@ def boot_backend():
     """The keystore's blob backend at this port's fixed place, opened without any board module, for the
     boot stage's first read of the mode (MODE.md section 2): ESP32 NVS namespace `umeter_keys`, RP2040
     `/keystore`, the unix port (virtual board) $UMETER_KEYS_DIR or $UMETER_BOARD_DIR/keys (default
-    ./keys). Every board's keystore() uses the same place."""
+    ./keys). Every board's keystore() uses the same place. None: no keystore directory yet (nothing is
+    created here, and no directory holds no mode blob)."""
     import sys
     if sys.platform == "esp32":
         from umeter.hal.keystore_esp32 import NvsBackend
         return NvsBackend()
-    from umeter.hal.keystore_file import FileBackend
-    if sys.platform == "rp2":
-        from umeter.hal.keystore_rp2 import DIRECTORY
-        return FileBackend(DIRECTORY)
     import os
-    return FileBackend(os.getenv("UMETER_KEYS_DIR") or (os.getenv("UMETER_BOARD_DIR") or ".") + "/keys")
+    if sys.platform == "rp2":
+        from umeter.hal.keystore_rp2 import DIRECTORY as path
+    else:
+        path = os.getenv("UMETER_KEYS_DIR") or (os.getenv("UMETER_BOARD_DIR") or ".") + "/keys"
+    try:
+        os.stat(path)
+    except OSError:
+        return None
+    from umeter.hal.keystore_file import FileBackend
+    return FileBackend(path)
 
 
 def boot_load():
-    """The mode as the boot stage reads it first: a backend that cannot be opened counts as damaged
-    (locked), like a blob that cannot be read."""
+    """The mode as the boot stage reads it first. A backend that fails to open counts as damaged
+    (locked), like a blob that cannot be read; no keystore directory at all is a new device."""
     try:
-        return load(boot_backend())
+        backend = boot_backend()
     except Exception:
         return Mode(PRODUCTION, 0, True)
+    return Mode() if backend is None else load(backend)
 
 
 def protected(board):
