@@ -61,6 +61,7 @@ def test_every_allowed_value_round_trips(kw):
     if "time" in kw:
         unix, t, rate = kw["time"]
         assert back.clock(t + 5 * rate, rate) == unix + 5 and back.clock(t, rate + 1) is None
+        assert t == 0 or back.clock(t - 1, rate) is None  # engine time before the base: no clock
     else:
         assert back.clock(123, 4000) is None
 

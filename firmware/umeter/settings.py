@@ -156,9 +156,11 @@ class Settings:
         return Settings(self.defaults, v, mask, None)
 
     def clock(self, t, rate):
-        """Unix seconds at engine time t (samples at rate Hz), or None if the time was never set (or set
-        at another sample rate). The clock stands still while the meter is off (SETTINGS.md 4)."""
-        if not self.mask & SET_TIME or rate != self.time_rate:
+        """Unix seconds at engine time t (samples at rate Hz), or None if the time was never set, set at
+        another sample rate, or set at an engine time after t (the registers were restored from an older
+        checkpoint, or the journal was formatted). The clock stands still while the meter is off
+        (SETTINGS.md 5)."""
+        if not self.mask & SET_TIME or rate != self.time_rate or t < self.time_t:
             return None
         return self.time_unix + (t - self.time_t) // rate
 
