@@ -153,3 +153,34 @@ def test_locked_development_deploy_that_fails_to_start_never_opens_the_repl():
     mode.set_development(FileBackend(d + "/keys"))
     rc, out = power_on(d, b"print(6*7007)\r\n")
     assert b"no board.py on this device" in out and b"42042" in out, out
+
+
+def test_safe_console_answers_only_hello_under_noise():
+    from umeter.console.serve import SafeConsole
+    now = [0]
+    c = SafeConsole(b"umeter|safe-state|x|production", "slot a: changed", ticks_ms=lambda: now[0])
+    x = 12345
+    noise = bytearray(4000)
+    for i in range(len(noise)):  # a fixed pseudo-random flood, start bytes and all
+        x = (x * 1103515245 + 12345) & 0x3FFFFFFF
+        noise[i] = (x >> 16) & 0xFF
+    stream = bytes(noise) + HELLO + bytes(noise[:50]) + STATUS + framing.encode(roles.HELLO, 9)[:-1]
+    out = bytearray()
+    at = 0
+    while at < len(stream):
+        n = 1 + (at * 7) % 61
+        out += c.feed(stream[at:at + n])
+        at += n
+        now[0] += 1
+    now[0] += framing.FRAME_TIMEOUT_MS + 1
+    out += c.poll()  # the truncated last frame times out
+    got, only = frames(bytes(out))
+    assert only
+    answers = [f for f in got if not isinstance(f, int)]
+    hellos = [f for f in answers if not f.flags & framing.FLAG_ERROR]
+    assert [h.payload for h in hellos] == [b"umeter|safe-state|x|production"] and hellos[0].seq == 1
+    for f in answers:
+        if f.flags & framing.FLAG_ERROR:
+            code, _, text = framing.parse_error(f.payload)
+            assert code != framing.ERR_UNSUPPORTED or text == "safe state: no verified app: slot a: changed"
+    assert any(f.command == roles.CODES["status"] and f.seq == 2 for f in answers)
