@@ -148,3 +148,44 @@ def test_reset_power_cut_at_every_write():
             break
         n += 1
     assert n >= 5
+
+
+def test_reset_without_a_board_wipes_the_keys_and_stays_locked():
+    # the boot stage's safe state (no verified board module): only the keystore steps, mode stays resetting
+    backend, board = MemBackend(), Board("host-file")
+    ks = provisioned_meter(backend, board)
+    mode.begin_reset(ks)
+    for _ in range(2):  # repeatable, as at every boot in the safe state
+        assert mode.finish_reset(KeyStore(backend), None) is False
+        ks = KeyStore(backend)
+        assert not ks.provisioned and ks.high_water() is None and RoleKeys(backend).roles() == []
+        assert not ks.tamper_log().active and mode.load(backend).mode == mode.RESETTING
+    parts = partitions(board.flash(), board.PARTITIONS)
+    assert Journal(parts["journal"]).last_seq == 20  # the stores wait for the board module
+    assert mode.finish_reset(KeyStore(backend), board) is True
+    check_reset_done(backend, board)
+
+
+def test_boot_load_reads_the_ports_keystore_place_and_creates_nothing():
+    import os
+    from mptest import tmpdir
+    from umeter.hal.keystore_file import FileBackend
+    d = tmpdir() + "/bootkeys"
+    os.putenv("UMETER_KEYS_DIR", d)
+    try:
+        assert mode.boot_backend() is None and not mode.boot_load().locked
+        try:
+            os.stat(d)
+            raise AssertionError("the boot stage's read created the keystore directory")
+        except OSError:
+            pass
+        mode.save(FileBackend(d), mode.PRODUCTION)
+        m = mode.boot_load()
+        assert m.locked and m.name == "production" and not m.damaged
+        with open(d + "/" + mode.MODE_BLOB + ".bin", "ab") as f:
+            f.write(b"x")
+        assert mode.boot_load().locked and mode.boot_load().damaged
+        mode.set_development(FileBackend(d))
+        assert not mode.boot_load().locked
+    finally:
+        os.unsetenv("UMETER_KEYS_DIR")
