@@ -3,7 +3,9 @@ grid source) or virtual (meterctl.vboard.VirtualBoard started by the suite).
 
 Everything the tests do to the board goes through the host tools a user has: the meterctl CLI (run
 in-process, as `meterctl ...` would) and meterctl.remote.Remote for the few one-line checks the CLI has
-no command for. Only the three physical acts differ between the two kinds of board:
+no command for. A production board (--production DIR: its REPL is closed) is reached only through the
+console protocol with the role keys in DIR (the same meterctl commands with --key-dir DIR). Only the three
+physical acts differ between the two kinds of board:
 
     reset()         real: machine.reset() over the REPL        virtual: the reset button (restart)
     power_cycle()   real: the --power-cycle shell command      virtual: warning, hold-up, kill, boot
@@ -16,6 +18,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,7 +93,7 @@ class Rig:
     """A board under test. port: its serial port (real) or pty (virtual); board: the boards/ name."""
 
     def __init__(self, port, board, virtual, scenario=None, power_cycle_cmd=None, key_args=(),
-                 vboard=None, ota_key=None, work_dir=None, cut_warns=False, timeout=10.0):
+                 vboard=None, ota_key=None, work_dir=None, cut_warns=False, timeout=10.0, key_dir=None):
         self.port = port
         self.board = board
         self.virtual = virtual
@@ -102,6 +105,9 @@ class Rig:
         self.ota_key = ota_key            # signing key file the device's update trust store trusts
         self.work_dir = Path(work_dir) if work_dir else None
         self.timeout = timeout
+        self.key_dir = Path(key_dir) if key_dir else None  # production: the host key directory (roles)
+        self.production = key_dir is not None
+        self.role_args = ["--key-dir", self.key_dir] if self.production else []
 
     # ---- capabilities: what a test needs, and why it is missing -------------------------------------
     def lacks(self, need):
@@ -116,19 +122,35 @@ class Rig:
             "ota_key": None if self.ota_key else
             "needs --ota-key FILE: the rig's Ed25519 signing key (the device's update trust store is "
             "provisioned once; a throwaway key would lock the rig out of later updates)",
+            "development": None if not self.production else
+            "needs a development-mode board (REPL open): this run is --production, the board's REPL is "
+            "closed (run the suite again without --production on a development board)",
+            "production": None if self.production else
+            "needs --production DIR: a production meter (meterctl provision --key-dir DIR --production) "
+            "and DIR, its host key directory (master.key and the role keys, KEYFILES.md)",
         }[need]
         return why
 
     # ---- talking to the board ------------------------------------------------------------------------
     def exec(self, code, timeout=None):
+        if self.production:
+            raise RigError("a production board has no REPL: use its console (meterctl --key-dir)")
         with Remote(self.port, timeout=timeout or self.timeout) as dev:
             return dev.exec(code)
 
     def status(self):
-        return json.loads(meterctl_ok("status", "--port", self.port, "--json", "--timeout", self.timeout))
+        return json.loads(meterctl_ok("status", "--port", self.port, *self.role_args, "--json",
+                                      "--timeout", self.timeout))
 
     def identity(self):
-        return json.loads(meterctl_ok("id", "--port", self.port, "--json", "--timeout", self.timeout))
+        return json.loads(meterctl_ok("id", "--port", self.port, *self.role_args, "--json",
+                                      "--timeout", self.timeout))
+
+    def console(self, role="reader", timeout=None):
+        """A logged-in console session (production board) as `role`, with DIR/<role>.key."""
+        from meterctl import production as prod
+        return prod.Console(self.port, prod.KeyDir(self.key_dir).role_key(role), role,
+                            timeout=timeout or self.timeout)
 
     def checkpoint_s(self):
         """The board's checkpoint interval, in metered (engine) seconds."""
@@ -145,6 +167,9 @@ class Rig:
         last = None
         if self.vboard is not None and not self.vboard.wait_ready(timeout):
             raise RigError("the virtual board did not boot: %s" % (self.vboard.error or "timed out"))
+        if self.production:
+            self._wait_console(deadline)
+            return
         while time.monotonic() < deadline:
             try:
                 if self.exec("print(6 * 7)", timeout=3).strip() == "42":
@@ -154,12 +179,21 @@ class Rig:
             time.sleep(0.5)
         raise RigError("the board on %s did not answer within %gs: %s" % (self.port, timeout, last))
 
+    def _wait_console(self, deadline):
+        """Until the production console answers hello and a reader's status (after a boot)."""
+        from meterctl import production as prod
+        mode = prod.wait_for_console(self.port, timeout=max(1.0, deadline - time.monotonic()))
+        if mode != "production":
+            raise RigError("the console on %s says mode %r, not production" % (self.port, mode))
+        self.wait_status(lambda s: True, "a status over the console", max(1.0, deadline - time.monotonic()))
+
     def wait_status(self, accept, what, timeout=60.0):
         """Poll the status until accept(status) is true; RigError naming `what` otherwise."""
         deadline = time.monotonic() + timeout
         status = err = None
         while time.monotonic() < deadline:
-            code, out, err = meterctl("status", "--port", self.port, "--json", "--timeout", self.timeout)
+            code, out, err = meterctl("status", "--port", self.port, *self.role_args, "--json",
+                                      "--timeout", self.timeout)
             if code == 0:
                 status = json.loads(out)
                 if accept(status):
@@ -212,7 +246,8 @@ class Rig:
         return out
 
     def export(self, out_file):
-        """`meterctl export --port`: (exit status, stderr); the records as JSON in out_file on success."""
+        """`meterctl export --port`: (exit status, stderr); the records as JSON in out_file on success.
+        A production board: over the console as reader, verified with --key-dir DIR's master.key."""
         code, _, err = meterctl("export", "--port", self.port, *self.key_args, "--format", "json",
                                 "--out", out_file, "--board", self.board, "--timeout", 30)
         return code, err
@@ -294,3 +329,56 @@ def manifest_offset(bundle_file, text):
     if at < 0:
         raise RigError("%r is not in the manifest of %s" % (text, bundle_file))
     return at
+
+
+# ---- production boards: what anyone on the serial line gets without a key ------------------------------
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+
+
+def unauthenticated(port, command, payload=b"", timeout=3.0):
+    """Send one console request without logging in (no session, no MAC), as anyone with a cable can:
+    (error name or None, answer payload)."""
+    import serial
+    from meterctl import mpcompat
+
+    mpcompat.install()
+    from umeter.console import framing, roles
+
+    decoder = framing.Decoder()
+    with serial.Serial(port, 115200, timeout=0.02) as ser:
+        ser.reset_input_buffer()
+        ser.write(framing.encode(roles.CODES[command], 1, payload))
+        ser.flush()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for r in decoder.feed(ser.read(256), int(time.monotonic() * 1000)):
+                if isinstance(r, int) or not r.flags & framing.FLAG_RESPONSE or r.seq not in (0, 1):
+                    continue  # line noise, our own echo, a stale answer
+                if r.flags & framing.FLAG_ERROR:
+                    code = framing.parse_error(r.payload)[0]
+                    return framing.ERROR_NAMES.get(code, "error_%d" % code), b""
+                return None, r.payload
+    raise RigError("no console answer to %s on %s within %gs" % (command, port, timeout))
+
+
+def mpremote_exec(port, code, timeout=6.0):
+    """`mpremote connect PORT resume exec CODE`: (exit status or None on its time-out, output)."""
+    try:
+        p = subprocess.run([MPREMOTE, "connect", port, "resume", "exec", code], capture_output=True,
+                           text=True, timeout=timeout)
+        return p.returncode, p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout or b""
+        return None, out.decode("utf-8", "replace") if isinstance(out, bytes) else out
+
+
+def raw_repl_attempt(port, wait_s=1.0):
+    """The bytes a board answers to Ctrl-C, raw REPL (Ctrl-A) + a statement + Ctrl-D, paste mode (Ctrl-E),
+    friendly REPL (Ctrl-B) + a statement: a closed REPL answers none of them with Python."""
+    import serial
+
+    with serial.Serial(port, 115200, timeout=0.1) as s:
+        s.write(b"\r\x03\x03\x01print('PWN'+'ED')\x04\x05print('PA'+'STE')\x04\x02\r\nprint('FR'+'IEND')\r\n")
+        s.flush()
+        time.sleep(wait_s)
+        return s.read(65536)

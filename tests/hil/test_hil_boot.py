@@ -19,7 +19,7 @@ def test_deploy_verifies_every_file_and_the_meter_boots(rig, deployed):
         assert ident["mode"] == "slot" and not ident["trial"] and ident["software_id"], ident
         print("the board boots its verified slot %s (app %s), not the development deploy"
               % (ident["slot"], ident["version"]))
-    again = rig.status()
+    again = rig.wait_windows(more=1)  # it goes on metering (a window is 1/20 s here: wait for one)
     assert again["t_s"] > status["t_s"] and again["windows"] > status["windows"], (status, again)
 
 
