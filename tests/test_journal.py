@@ -114,3 +114,19 @@ def test_torture_cli_prints_cuts_lost_corrupt(capsys):
 
 def test_record_ending_in_ff_survives_remount():
     c.check_record_ending_in_ff_survives_remount()
+
+
+# --- retention by age (JOURNAL.md 6.1): drop_oldest / oldest_sector ------------------------------------
+def test_drop_oldest_and_oldest_sector():
+    import retention_cases as r
+
+    r.check_drop_oldest_api()
+    r.check_drop_oldest_refusals()
+    r.check_torn_drop_is_only_accepted_next_to_the_oldest()
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_power_cut_in_drop_oldest_loses_nothing_kept(full):
+    import retention_cases as r
+
+    r.check_drop_oldest_power_cuts(full, seeds=(1, 2, 3, 4), cuts=range(1, 10))

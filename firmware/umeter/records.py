@@ -37,7 +37,16 @@ EVENT_NAMES = {EV_BOOT: "boot", EV_TAMPER: "tamper", EV_POWER_FAIL: "power_fail"
                EV_CONSOLE: "console"}
 
 
-def profile(body):
+FIELDS_ALL = const(7)  # metering/profile.py: every profile field (the default; stored as version 2)
+
+
+def profile(body, fields=FIELDS_ALL):
+    """A load-profile record (Engine.pop_record()) as stored: with only the optional fields in the
+    `fields` mask (metering/profile.py FIELD_*: minimisation, RECORDS.md 2.1); the energy deltas always."""
+    if fields != FIELDS_ALL:
+        from umeter.metering.profile import minimise
+
+        body = minimise(body, fields)
     return bytes((REC_PROFILE,)) + body
 
 

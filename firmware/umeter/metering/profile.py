@@ -20,6 +20,16 @@ FLAG_PARTIAL = const(1)  # the interval did not start at its boundary (start or 
 FLAG_NO_CYCLES = const(2)  # some window had no zero crossings (voltage missing or too low)
 FLAG_CLAMPED = const(4)  # a delta, the demand or a count did not fit its field and was clamped
 FLAG_INPUT_SATURATED = const(8)  # some sample was at or beyond the ADC's range (v2)
+# Minimisation (RECORDS.md 2.1): which optional fields a stored record keeps; the four energy deltas are
+# always kept (they are what a load profile is for). Version 3 records carry the mask.
+PROFILE_VERSION_V3 = const(3)
+PROFILE_HEAD_V3 = "<BBHBIIIII"  # version, flags, minutes, fields, t_end_s, 1.8.0 2.8.0 3.8.0 4.8.0 deltas
+FIELD_VOLTAGE = const(1)     # 32.3.0 32.5.0 32.6.0: min/avg/max voltage (u16 each, 10 mV)
+FIELD_DEMAND = const(2)      # 1.6.0: maximum demand (u32 mW)
+FIELD_SATURATION = const(4)  # samples at or beyond the ADC's range (u32)
+FIELDS_ALL = const(7)        # the default: everything, stored as a version 2 record as before
+FIELDS_ENERGY = const(0)     # energy deltas only
+_OPTIONAL = (FIELD_VOLTAGE, "HHH"), (FIELD_DEMAND, "I"), (FIELD_SATURATION, "I")
 MAX_RECORDS = const(8)  # kept until popped; the oldest is dropped beyond this
 _U32 = const(0xFFFFFFFF)
 
@@ -133,18 +143,69 @@ class LoadProfile:
         return self.records.pop(0) if self.records else None
 
 
+def _v3_format(fields):
+    fmt = PROFILE_HEAD_V3
+    for bit, part in _OPTIONAL:
+        if fields & bit:
+            fmt += part
+    return fmt
+
+
+def _raw(rec):
+    """(version, fields, [flags, minutes, t_end_s, d x 4, vmin, vavg, vmax, dmax, sat]) of a record of any
+    version; a field the record does not hold is None. ValueError for anything else."""
+    n = len(rec)
+    if n == PROFILE_SIZE and rec[0] == PROFILE_VERSION:
+        return PROFILE_VERSION, FIELDS_ALL, list(struct.unpack(PROFILE_FORMAT, rec)[1:])
+    if n == PROFILE_SIZE_V1 and rec[0] == 1:
+        return 1, FIELDS_ALL, list(struct.unpack(PROFILE_FORMAT_V1, rec)[1:]) + [None]
+    if n > 4 and rec[0] == PROFILE_VERSION_V3 and not rec[4] & ~FIELDS_ALL:
+        fields = rec[4]
+        fmt = _v3_format(fields)
+        if n == struct.calcsize(fmt):
+            f = struct.unpack(fmt, rec)
+            out = [f[1], f[2], f[4], f[5], f[6], f[7], f[8]]
+            k = 9
+            for bit, part in _OPTIONAL:
+                width = len(part)
+                out.extend(f[k:k + width] if fields & bit else (None,) * width)
+                k += width if fields & bit else 0
+            return PROFILE_VERSION_V3, fields, out
+    raise ValueError("not a version 3, %d or 1 profile record (%d bytes)" % (PROFILE_VERSION, n))
+
+
+def minimise(rec, fields):
+    """The record as stored with only `fields` (FIELD_* bits): a version 3 record (RECORDS.md 2.1), or rec
+    itself when it holds exactly those fields already. ValueError for unknown bits or a bad record."""
+    if not isinstance(fields, int) or fields & ~FIELDS_ALL or fields < 0:
+        raise ValueError("profile fields must be a mask of FIELD_* bits (0..%d)" % FIELDS_ALL)
+    version, have, f = _raw(rec)
+    if have == fields:
+        return rec
+    keep = fields & have
+    if f[11] is None:
+        keep &= ~FIELD_SATURATION       # a version 1 record did not count them
+    vals = [PROFILE_VERSION_V3, f[0], f[1], keep] + f[2:7]
+    k = 7
+    for bit, part in _OPTIONAL:
+        if keep & bit:
+            vals.extend(f[k:k + len(part)])
+        k += len(part)
+    return packing.pack(_v3_format(keep), *vals)
+
+
 def decode_profile(rec):
-    """A load-profile record (bytes, version 2 or 1) -> dict keyed by field / OBIS code (PROFILE.md).
-    "sat_samples" is None in a version 1 record (it did not count them)."""
-    if len(rec) == PROFILE_SIZE and rec[0] == PROFILE_VERSION:
-        f = struct.unpack(PROFILE_FORMAT, rec)
-        sat = f[12]
-    elif len(rec) == PROFILE_SIZE_V1 and rec[0] == 1:
-        f = struct.unpack(PROFILE_FORMAT_V1, rec)
-        sat = None
-    else:
-        raise ValueError("not a version %d (or 1) profile record" % PROFILE_VERSION)
-    return {"version": f[0], "flags": f[1], "minutes": f[2], "t_end_s": f[3],
-            obis.A_IMPORT: f[4], obis.A_EXPORT: f[5], obis.R_IMPORT: f[6], obis.R_EXPORT: f[7],
-            obis.VOLTAGE_MIN: f[8] / 100.0, obis.VOLTAGE_AVG: f[9] / 100.0, obis.VOLTAGE_MAX: f[10] / 100.0,
-            obis.DEMAND_MAX: f[11] / 1000.0, "sat_samples": sat}
+    """A load-profile record (bytes, version 3, 2 or 1) -> dict keyed by field / OBIS code (PROFILE.md,
+    RECORDS.md 2.1). A field the record does not hold is None ("sat_samples" in version 1, the fields
+    left out of a minimised version 3 record); "fields" is the FIELD_* mask of a version 3 record and
+    FIELDS_ALL for versions 1 and 2 (every field their layout has)."""
+    version, fields, f = _raw(rec)
+    return {"version": version, "flags": f[0], "minutes": f[1], "t_end_s": f[2], "fields": fields,
+            obis.A_IMPORT: f[3], obis.A_EXPORT: f[4], obis.R_IMPORT: f[5], obis.R_EXPORT: f[6],
+            obis.VOLTAGE_MIN: _scaled(f[7], 100.0), obis.VOLTAGE_AVG: _scaled(f[8], 100.0),
+            obis.VOLTAGE_MAX: _scaled(f[9], 100.0), obis.DEMAND_MAX: _scaled(f[10], 1000.0),
+            "sat_samples": f[11]}
+
+
+def _scaled(v, div):
+    return None if v is None else v / div

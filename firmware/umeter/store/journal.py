@@ -3,6 +3,7 @@ revision 3).
 
     j = Journal(dev, on_drop=None)   # mount (never writes); an all-0xFF device is an empty journal
     seq = j.append(payload)          # durable once it returns; seqs strictly increase, never reused
+    j.oldest_sector(), j.drop_oldest()   # retention by age: (first, last) of the oldest sector
     for seq, payload in j.records(since=0): ...     # re-entrant: each walk carries its own position
     j.last_seq, j.next_seq, j.max_payload, j.stats(payload_size=64), j.capacity(payload_size)
     Journal.format(dev)              # explicit wipe
@@ -78,6 +79,22 @@ class Journal:
     # --- API -----------------------------------------------------------------------------------------
     def append(self, payload):
         return W.append(self, payload)
+
+    def oldest_sector(self):
+        """(first_seq, last_seq): every seq the oldest sector may hold, when drop_oldest() would drop
+        it; None when it would not (no sector but the head, or the oldest holds the newest record).
+        Its records are those of records(since=first_seq) up to last_seq (the oldest sector is walked
+        first). Reads two sector headers."""
+        o = W.droppable(self)
+        return W.drop_range(self, o) if o >= 0 else None
+
+    def drop_oldest(self):
+        """Drop the oldest sector on purpose (retention by age, JOURNAL.md 6.1): never the head, never
+        the sector holding the newest record. With on_drop set it is called first, as for ring
+        retention, and the drop happens only if it appended a record (the retention proof). Returns
+        (first_seq, last_seq) of what was dropped, or None. Power-safe: a cut leaves the sector either
+        readable as before or in doubt (never read again), every other record untouched."""
+        return W.drop_oldest(self)
 
     def make_room(self, n):
         """Make the head ready for an n-byte record and return the seq append will give it. With an

@@ -98,6 +98,31 @@ def predecessor(kinds, n, sec):
     return -1
 
 
+def _torn_drop(kinds, n, head, sec):
+    """sec lies between the head and the oldest live sector (nothing live or damaged on the way from the
+    head) and only dirty or retired sectors separate it from a live one: a sector a cut caught while
+    drop_oldest erased it (JOURNAL.md 6.1). In doubt like the head's successor: never read, erased
+    before use. Foreign data anywhere else still refuses the device."""
+    i = head
+    for _ in range(n - 1):
+        i = (i + 1) % n
+        if i == sec:
+            break
+        k = kinds[i]
+        if k == K_LIVE or k == K_DAMAGED:
+            return False
+    if i != sec:
+        return False
+    for _ in range(n - 1):
+        i = (i + 1) % n
+        k = kinds[i]
+        if k == K_LIVE:
+            return True
+        if k != K_DIRTY and k != K_RETIRED:
+            return False
+    return False
+
+
 def scan(io, sec, hi, lo, stop, limit):
     """Walk the records of one sector (base (hi, lo)) that start before offset stop. Returns (valid
     count, rel + 1 of the newest valid record or 0, damaged runs, rel + 1 of the first record with a
@@ -169,7 +194,7 @@ def mount(io, n, limit):
     if tie:
         floor = max(floor, ms)
     for i in range(n):
-        if kinds[i] == K_DIRTY and i != nxt:
+        if kinds[i] == K_DIRTY and i != nxt and not _torn_drop(kinds, n, head, i):
             raise StoreError("not a journal: sector %d is neither journal nor blank (left untouched)" % i)
     e = io.last_used(head * ss, L.AREA0, io.end)
     e16 = (e + L.UNIT - 1) & ~(L.UNIT - 1)

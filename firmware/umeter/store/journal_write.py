@@ -213,14 +213,7 @@ def _reuse(j, h):
         return False                   # out of vouches: ordinary retention drops p instead
     vouch(j, p, k)
     io = j.io
-    a = h * io.ss
-    for copy in range(2):
-        at = a + copy * (io.ss - L.TRAILER)
-        io.program(at, io.zero4)
-        io.readinto(at, io.chk4)
-        if io.chk[0] | io.chk[1] | io.chk[2] | io.chk[3]:
-            worn(j, "the header of sector %d could not be unmade" % h)
-    j.kinds[h] = M.K_DIRTY
+    unmake(j, h)
     j.head = p                          # should this erase fail, p is the head mount will find
     load_header(j, p)
     j.bh, j.bl = L.get_hi(io.hdr, 4), L.get_lo(io.hdr, 4)
@@ -233,8 +226,23 @@ def _reuse(j, h):
     return True
 
 
-def _call_on_drop(j, s):
-    """Tell the owner which seqs go before s is erased; it may append (into the head's reserve)."""
+def unmake(j, sec):
+    """Zero bytes 0-3 (format, magic) of both header copies of sec and read them back: no torn erase
+    can make its old header valid again over a mix of its old bytes (JOURNAL.md 5, 6.1)."""
+    io = j.io
+    a = sec * io.ss
+    for copy in range(2):
+        at = a + copy * (io.ss - L.TRAILER)
+        io.program(at, io.zero4)
+        io.readinto(at, io.chk4)
+        if io.chk[0] | io.chk[1] | io.chk[2] | io.chk[3]:
+            worn(j, "the header of sector %d could not be unmade" % sec)
+    j.kinds[sec] = M.K_DIRTY
+    j.gen += 1
+
+
+def drop_range(j, s):
+    """(first, last): every seq the live sector s may hold, from its base to below the next one's."""
     load_header(j, s)
     first = L.seq_int(L.get_hi(j.io.hdr, 4), L.get_lo(j.io.hdr, 4))
     t = M.successor(j.kinds, j.n, s)
@@ -243,8 +251,73 @@ def _call_on_drop(j, s):
     else:
         load_header(j, t)
         last = L.seq_int(L.get_hi(j.io.hdr, 4), L.get_lo(j.io.hdr, 4))
+    return first, last - 1
+
+
+def _call_on_drop(j, s):
+    """Tell the owner which seqs go before s is erased; it may append (into the head's reserve)."""
+    first, last = drop_range(j, s)
     j.in_drop = True
     try:
-        j.on_drop(first, last - 1)
+        j.on_drop(first, last)
     finally:
         j.in_drop = False
+
+
+# --- dropping by age (JOURNAL.md 6.1) ---------------------------------------------------------------------
+def droppable(j):
+    """The oldest live sector (the first live one after the head in ring order), or -1 when there is
+    none but the head, or it holds the newest valid record."""
+    h = j.head
+    if h < 0:
+        return -1
+    sec = h
+    for _ in range(j.n - 1):
+        sec = (sec + 1) % j.n
+        if j.kinds[sec] == M.K_LIVE:
+            return -1 if sec == j.last_sec else sec
+    return -1
+
+
+def drop_oldest(j):
+    """Drop the oldest live sector on purpose: on_drop first (its record goes into ordinary room, so
+    the head's reserve stays for ring retention), then unmake and erase. (first, last) or None."""
+    if j.worn:
+        raise StoreError(j.worn)
+    o = droppable(j)
+    if o < 0:
+        return None
+    first, last = drop_range(j, o)
+    if j.on_drop is not None:
+        # room for one reserve-sized record below the reserve; opening a sector here may run ring
+        # retention, which then drops o itself (with its own on_drop call)
+        make_room(j, j.reserve - L.REC_HDR - L.REC_CRC if j.reserve > 16 else 1)
+        if j.kinds[o] != M.K_LIVE or o == j.head:
+            return first, last
+        nh, nl = j.nh, j.nl
+        _call_on_drop(j, o)
+        if nh == j.nh and nl == j.nl:
+            return None                 # nothing was sealed: an unproven drop is not made on purpose
+        if droppable(j) != o:
+            return None
+    _clear_before(j, o)
+    unmake(j, o)
+    _erase(j, o)
+    return first, last
+
+
+def _clear_before(j, o):
+    """Erase the in-doubt sectors just before o (left by a cut in an earlier drop), farthest first: so
+    a dirty sector is only ever followed by dirty ones and then a live one (mount's rule, 6.1)."""
+    p = far = o
+    for _ in range(j.n - 1):
+        p = (p - 1) % j.n
+        k = j.kinds[p]
+        if p == j.head or (k != M.K_DIRTY and k != M.K_RETIRED):
+            break
+        if k == M.K_DIRTY:
+            far = p
+    while far != o:
+        if j.kinds[far] == M.K_DIRTY:
+            _erase(j, far)
+        far = (far + 1) % j.n
