@@ -175,6 +175,14 @@ def scenario_install_and_refusals():
     refused(ota.ota_data, struct.pack(">I", head_len(forged)) + forged[head_len(forged):][:100],
             "no update in progress")
 
+    # Expiry against the meter's clock (the operator's time base), when it has one.
+    class Meter:
+        def clock(self):
+            return 1760000000 + 2000
+
+    late = OtaCommands(Meter(), None, root="", backend=backend)
+    push_refused(late, load("expires"), "bundle expired (expires 1760001000, device time 1760002000)")
+
     # The good bundle installs into the inactive slot (a), trial boot armed, reboot asked for once.
     answer = push(ota, v1, fig)
     manifest = v1[bundle.HEADER_LEN:bundle.HEADER_LEN + bundle.parse_header(v1[:14])[0]]
@@ -227,7 +235,7 @@ def scenario_install_and_refusals():
                  "file umeter/app.py: SHA-256 does not mat", "security counter 0 below the installed 1"):
         assert want in texts, (want, ev)
     c = counts(backend)
-    assert c["rejected"] == 5 and c["installed"] == 1 and c["confirmed"] == 1, c
+    assert c["rejected"] == 6 and c["installed"] == 1 and c["confirmed"] == 1, c
     print("console ota figures: longest payload frame %d us, head frame (verify) %d us, finish %d us, "
           "most heap per payload frame %d B" % (fig.data_us, fig.head_us, fig.finish_us, fig.alloc))
 

@@ -20,7 +20,7 @@ import ota_cases as oc
 from meterctl import ota_console, ota_push
 from meterctl.cli import CliError
 from meterctl.console_client import ConsoleError, ProtocolError
-from mpplugin import ROOT, TESTS, lane_binary, lanes, micropython_path
+from mpplugin import TESTS, lane_binary, lanes, micropython_path
 from umeter.console import framing
 from umeter.console.console import CommandError
 from umeter.console.handlers_ota import OtaCommands
@@ -54,6 +54,7 @@ def cases(tmp_path_factory, ed):
         "extra_file": v2 + b"#extra.py\n",
         "corrupt_file": oc.assemble(m, oc.sigblock_for(m, [ed]), corrupt),
         "replay_v0": oc.make(oc.app_files("0.9"), [ed], version="0.9", counter=0),
+        "expires": oc.make(oc.app_files("0.8"), [ed], version="0.8", counter=1, expires=oc.ISSUED + 1000),
     }
     oc.write_case_dir(str(d), b, oc.trust_json([ed]))
     return d
@@ -177,3 +178,71 @@ def test_sender_reports_refusals_and_the_wrong_role(device, cases):
     assert opened == [1]
     with pytest.raises(CliError, match="not an umeter bundle"):
         ota_console.push(lambda: FakeConsole(ota, []), b"garbage" * 4, pause=0)
+
+
+# --- end to end: a production virtual board --------------------------------------------------------------
+def meterctl(capsys, *argv):
+    from meterctl.cli import main as meterctl_main
+    status = meterctl_main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_ota_push_to_a_production_board(tmp_path, capsys, ed):
+    """`meterctl ota push` picks the console protocol on a production board (REPL closed): a reader is
+    refused, a bundle for another board is refused with the device's reason, the signed whole app
+    installs into slot a as admin, the meter reboots into it (trial boot) and identifies it."""
+    import time
+
+    from meterctl import production as prod
+    from meterctl import signing_keys
+    from meterctl.bench_ota_install import app_files
+    from meterctl.vboard import VirtualBoard
+    from test_provision import PRODUCTION_BOARD
+
+    bd = tmp_path / "board"
+    bd.mkdir()
+    (bd / "board.py").write_text(PRODUCTION_BOARD)
+    kd = tmp_path / "keys"
+    pub = tmp_path / "release.pub"
+    pub.write_bytes(signing_keys.public_file_bytes(ed.alg, ed.public))
+    files = app_files()
+    files["board.py"] = PRODUCTION_BOARD.encode()   # the slot's board module, as the board dir has it
+    good = tmp_path / "v9.bnd"
+    good.write_bytes(oc.make(files, [ed], version="9.1-console", counter=1))
+    other = tmp_path / "other.bnd"
+    other.write_bytes(oc.make(oc.app_files("9.2"), [ed], version="9.2", counter=1, boards=("esp32_devkitc",)))
+    sid = bundle.software_id(oc.parts(good.read_bytes())[0])
+    with VirtualBoard(bd, heapsize="24M") as vb:
+        assert vb.wait_ready()
+        status, out, err = meterctl(capsys, "ota", "trust", "--port", vb.pty_path, "--board", "sim", "--arch",
+                                    "py", "--pubkey", pub, "--policy", "ed25519")
+        assert status == 0, err
+        status, out, err = meterctl(capsys, "provision", "--port", vb.pty_path, "--key-dir", kd,
+                                    "--production", "--accept-unprotected-keys")
+        assert status == 0, err
+        assert prod.wait_for_console(vb.pty_path) == "production"
+        push = ("ota", "push", "--port", vb.pty_path)
+        status, out, err = meterctl(capsys, *push, "--timeout", "2", good)
+        assert status == 2 and "console protocol" in err and "admin" in err, err
+        status, out, err = meterctl(capsys, *push, "--key-dir", kd, "--role", "reader", good)
+        assert status == 2 and "ota push needs the admin role" in err, err
+        status, out, err = meterctl(capsys, *push, "--key-dir", kd, other)
+        assert status == 2 and "refused the bundle: bundle is for board(s) esp32_devkitc" in err, err
+        boots = vb.boots
+        t0 = time.monotonic()
+        status, out, err = meterctl(capsys, *push, "--key-dir", kd, good)
+        took = time.monotonic() - t0
+        assert status == 0 and "100%" in err and sid in out and "slot a" in out, out + err
+        deadline = time.monotonic() + 30
+        while vb.boots == boots:
+            assert time.monotonic() < deadline, "the meter did not reboot after ota_finish"
+            time.sleep(0.2)
+        assert prod.wait_for_console(vb.pty_path) == "production"
+        status, out, err = meterctl(capsys, "id", "--port", vb.pty_path, "--key-dir", kd, "--json")
+        assert status == 0, err
+        info = json.loads(out)
+        assert (info["slot"], info["version"], info["software_id"]) == ("a", "9.1-console", sid), info
+        assert info["console_mode"] == "production"
+    print("console ota push: %d bytes in %.1f s (%.1f KB/s)" % (good.stat().st_size, took,
+                                                             good.stat().st_size / took / 1024))

@@ -47,10 +47,11 @@ class OtaCommands:
     """OtaCommands(meter, board): the console's ota_begin, ota_data and ota_finish handlers (each takes
     the request payload, returns the answer bytes, raises CommandError to refuse). reboot_wanted() is
     True once after a successful ota_finish: the serve loop's owner then stops the meter and resets it.
-    root, backend, clock: the installer's (slots.py defaults: the port's slot root and MCU-internal
-    backend; clock 0 as on the raw-REPL path, the trust store's clock floor then decides expiry)."""
+    root, backend: the installer's (slots.py defaults: the port's slot root and MCU-internal backend).
+    clock: Unix seconds for the expiry check; None: the meter's clock() (the operator's time base) where
+    it has one, else 0; the trust store's clock floor is the lower bound either way (BUNDLE.md section 2)."""
 
-    def __init__(self, meter, board, root=None, backend=None, clock=0, ticks_ms=None):
+    def __init__(self, meter, board, root=None, backend=None, clock=None, ticks_ms=None):
         self.meter = meter
         self.board = board
         self._root = root
@@ -170,7 +171,7 @@ class OtaCommands:
         # The head is complete: the installer verifies it (signatures, board, counter, expiry) before it
         # takes any payload byte, and answers where the inactive slot's upload stands.
         from umeter.ota.verify import Refused
-        inst = _installer_class()(self._root, self._backend, self._clock)
+        inst = _installer_class()(self._root, self._backend, self._now())
         head, self._head = self._head, None
         try:
             pos = inst.begin(head)
@@ -215,6 +216,15 @@ class OtaCommands:
         except Exception:
             pass
         return json.dumps(answer).encode()
+
+    def _now(self):
+        if self._clock is not None:
+            return self._clock
+        try:
+            t = self.meter.clock()
+        except Exception:  # no meter, or one without a clock
+            return 0
+        return t if isinstance(t, int) and t > 0 else 0
 
     def _boot_backend(self):
         if self._backend is None:
