@@ -91,6 +91,7 @@ class FakeConsole:
         self.ota = ota
         self.frames = frames
         self.lose_at = lose_at
+        self.lost = ProtocolError("no answer from the device within 1.0 s")
         self.rebooted = False
 
     def __enter__(self):
@@ -104,7 +105,7 @@ class FakeConsole:
         if len(payload) > framing.MAX_PAYLOAD:
             raise ConsoleError(framing.ERR_TOO_LONG, 0, "", command)
         if self.lose_at is not None and len(self.frames) == self.lose_at:
-            raise ProtocolError("no answer from the device to %s within 1.0 s" % command)
+            raise self.lost
         try:
             return getattr(self.ota, command)(payload)
         except CommandError as e:
@@ -123,7 +124,9 @@ def device(tmp_path, monkeypatch, ed):
     return OtaCommands(None, None, root="", backend=backend), backend
 
 
-def test_sender_chunks_seeks_and_resumes(device, cases):
+@pytest.mark.parametrize("lost", ["no answer", "port error"])
+def test_sender_chunks_seeks_and_resumes(device, cases, lost):
+    import serial
     ota, backend = device
     data = (cases / "v1.bnd").read_bytes()
     head, payload = ota_push.split(data)
@@ -133,6 +136,8 @@ def test_sender_chunks_seeks_and_resumes(device, cases):
         # the first session breaks at its 6th frame (3 payload frames were acknowledged), the second
         # goes through
         consoles.append(FakeConsole(ota, frames, lose_at=6 if not consoles else None))
+        if lost == "port error":
+            consoles[-1].lost = serial.SerialException("device reports readiness to read, returned no data")
         return consoles[-1]
 
     result, sessions, starts = ota_console.push(open_console, data, progress=lambda p, t: seen.append((p, t)),
@@ -188,10 +193,11 @@ def meterctl(capsys, *argv):
     return status, out.out, out.err
 
 
-def test_ota_push_to_a_production_board(tmp_path, capsys, ed):
+def test_ota_push_to_a_production_board(tmp_path, capsys, ed, monkeypatch):
     """`meterctl ota push` picks the console protocol on a production board (REPL closed): a reader is
     refused, a bundle for another board is refused with the device's reason, the signed whole app
-    installs into slot a as admin, the meter reboots into it (trial boot) and identifies it."""
+    installs into slot a as admin across a power cut (resumed), the meter reboots into it (trial boot)
+    and identifies it."""
     import time
 
     from meterctl import production as prod
@@ -229,13 +235,26 @@ def test_ota_push_to_a_production_board(tmp_path, capsys, ed):
         assert status == 2 and "ota push needs the admin role" in err, err
         status, out, err = meterctl(capsys, *push, "--key-dir", kd, other)
         assert status == 2 and "refused the bundle: bundle is for board(s) esp32_devkitc" in err, err
+        payload_len = len(oc.split(good.read_bytes())[1])
+        real_push, cut = ota_console.push, []
+
+        def push_with_a_power_cut(open_console, data, **kw):
+            def hook(console, pos):
+                if not cut and pos > payload_len // 3:
+                    cut.append(pos)
+                    vb.power_cut()   # the meter dies mid-upload and boots again (from its old app)
+            return real_push(open_console, data, hook=hook, **kw)
+
+        monkeypatch.setattr(ota_console, "push", push_with_a_power_cut)
         boots = vb.boots
         t0 = time.monotonic()
         status, out, err = meterctl(capsys, *push, "--key-dir", kd, good)
         took = time.monotonic() - t0
         assert status == 0 and "100%" in err and sid in out and "slot a" in out, out + err
+        resumed = int(out.split("resumed at payload byte ")[1].split(")")[0])
+        assert "(2 sessions" in out and 0 < resumed <= cut[0], (out, cut)
         deadline = time.monotonic() + 30
-        while vb.boots == boots:
+        while vb.boots < boots + 2:   # the cut, then the reboot into the trial boot
             assert time.monotonic() < deadline, "the meter did not reboot after ota_finish"
             time.sleep(0.2)
         assert prod.wait_for_console(vb.pty_path) == "production"

@@ -5,8 +5,8 @@ One session: ``ota_begin`` (bundle length + its 14-byte header), then ``ota_data
 CHUNK bytes, each starting where the device's previous answer said; the frame that completes the head
 is answered after the device verified it, with where the inactive slot's upload stands (0, or where an
 interrupted push stopped), and the host seeks there. ``ota_finish`` switches slots; the meter then
-reboots into the new app's trial boot. A lost connection (no answer, a session the device no longer
-knows) logs in again and resumes; a refusal by the device is final.
+reboots into the new app's trial boot. A lost connection (no answer, a port error, a session the device
+no longer knows) logs in again and resumes; a refusal by the device is final.
 """
 import json
 import struct
@@ -91,7 +91,9 @@ def send(console, data, progress=None, hook=None, starts=None):
 
 
 def _retryable(e):
-    return isinstance(e, ProtocolError) or (isinstance(e, ConsoleError) and e.code in _RETRY_CODES)
+    if isinstance(e, ConsoleError):
+        return e.code in _RETRY_CODES
+    return isinstance(e, (ProtocolError, OSError))   # OSError: pyserial's SerialException (cable pulled)
 
 
 def push(open_console, data, progress=None, hook=None, retries=RETRIES, log=None, pause=RETRY_PAUSE_S):
@@ -107,7 +109,7 @@ def push(open_console, data, progress=None, hook=None, retries=RETRIES, log=None
                 began = True
                 result = send(console, data, progress, hook, starts)
             return result, attempt + 1, starts
-        except (ProtocolError, ConsoleError) as e:
+        except (ProtocolError, ConsoleError, OSError) as e:
             if not began or not _retryable(e):
                 raise
             if attempt == retries:
@@ -124,12 +126,12 @@ def open_production(port, key, role="admin", timeout=SLOW_TIMEOUT_S):
     class Streaming(prod.Console):
         # One answer per frame: a shorter serial read timeout than the console's 20 ms doubles the push's
         # throughput (the client drains and then awaits with a read on every exchange).
-        def __enter__(self):
-            super().__enter__()
+        def open(self):
+            got = super().open()
             ser = getattr(self, "_ser", None)
             if ser is not None:
                 ser.timeout = READ_TIMEOUT_S
-            return self
+            return got
 
     def make():
         return Streaming(port, key, role, timeout=max(timeout, SLOW_TIMEOUT_S))
