@@ -27,7 +27,7 @@ def _live(m):
 
 
 def _bound(m, last):
-    """Engine time of the first checkpoint at or after seq `last` (what RECORDS.md 7 bounds a record by)."""
+    """Engine time of the first checkpoint at or after seq `last` (what RECORDS.md 6 bounds a record by)."""
     for seq, typ, f in opened(m):
         if seq >= last and typ == records.REC_CHECKPOINT:
             return f["snapshot"][2]

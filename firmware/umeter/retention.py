@@ -9,7 +9,7 @@ opener(seq, record) -> payload of a record that verifies on its own, else None (
 
 Time is engine time in samples (the engine's sample count: it stops while the meter is unpowered, so
 records are never dropped early, and may be kept longer by the time the meter was off). A record's
-time is at most the time of the first checkpoint sealed after it (RECORDS.md 7): records go to the
+time is at most the time of the first checkpoint at or after its seq (RECORDS.md 6): records go to the
 journal in the order they are made, checkpoints carry the engine time. So a sector is expired when the
 checkpoint bounding its last seq is at least keep_t old. Only checkpoints are opened (anchors verify
 on their own), so nothing here depends on the chain: a record that cannot be opened never counts as
