@@ -49,7 +49,7 @@ def run_port(records, lfs_records, size_kib, warm, binary=MICROPYTHON, lfs=True)
     if lfs:
         code += "; b.littlefs_2mib(%d)" % lfs_records
     lines = _port(code, "12M", binary)
-    lines += _port("import harness.store_bench as b; b.journal_16mib_mount()", "48M", binary)
+    lines += _port("import harness.store_bench as b; b.journal_16mib_mount()", "8M", binary)
     return {d["name"]: d for d in lines}
 
 
