@@ -9,6 +9,7 @@ would start instead of the deployed files gets a warning, or with --drop-slots l
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from meterctl import boards, deploy, deploy_slots
@@ -86,13 +87,10 @@ def run(args, out=None):
     check_port(args.port)
     with tempfile.TemporaryDirectory(prefix="umeter-build-") as build_dir:
         items = deploy.build(board, build_dir, args.source, compile=not args.no_compile)
-        dev = _open(args)
-        try:
+        with _session(args) as dev:
             deploy.check_target(dev, board, items)
             summary = deploy.sync(dev, items, BarProgress())
             slots = deploy_slots.slot_state(dev, drop=args.drop_slots)
-        finally:
-            dev.close()
     kind = "source" if not board.arch or args.no_compile else "mpy-cross -march=%s" % board.arch
     removed = summary["removed"]
     shown = ", ".join(removed[:5]) + (", and %d more" % (len(removed) - 5) if len(removed) > 5 else "")
@@ -113,11 +111,13 @@ def run(args, out=None):
     return 0
 
 
-def _open(args):
+@contextmanager
+def _session(args):
     """The raw-REPL session; a production meter (REPL closed) is refused with the reason."""
     from meterctl import production as prod
+    remote = Remote(args.port, timeout=args.timeout)
     try:
-        return Remote(args.port, timeout=args.timeout).open()
+        dev = remote.__enter__()
     except RemoteError:
         mode = prod.which_mode(args.port)
         if mode is not None:
@@ -126,3 +126,7 @@ def _open(args):
                            "production meter takes signed updates (`meterctl ota push`)"
                            % (args.port, mode)) from None
         raise
+    try:
+        yield dev
+    finally:
+        remote.__exit__(None, None, None)
