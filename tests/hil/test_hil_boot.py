@@ -39,10 +39,9 @@ def test_readings_match_the_grid_scenario(rig, deployed):
 
 
 def test_board_runs_in_development_mode(rig, deployed):
-    """Development mode (issue 12, item 7): the REPL is open for mpremote and meterctl. Production mode
-    (closed REPL, framed protocol, roles) is not built yet: its lock-down and role tests come with the
-    production-mode issue (--production is refused until then, README.md)."""
+    """Development mode (issue 12, item 7): the REPL is open for mpremote and meterctl, and the status says
+    development. Production mode (REPL closed, console protocol, roles) is test_hil_production.py's."""
     assert rig.exec("print(6 * 7)").strip() == "42"   # the raw REPL reaches Python
-    status = rig.status()
-    # The status has no mode field yet; once it reports one, it must say development here.
-    assert status.get("mode", "development") == "development", status.get("mode")
+    rc, out = hil.mpremote_exec(rig.port, "print(6 * 7007)")
+    assert rc == 0 and "42042" in out, (rc, out)
+    assert rig.status()["mode"] == "development"
