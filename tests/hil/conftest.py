@@ -96,7 +96,8 @@ def rig(request, tmp_path_factory):
     if _opt(config, "--port"):
         key_dir = _opt(config, "--production")
         key = _opt(config, "--master-key")
-        key_args = ["--key", key] if key else ["--key-dir", key_dir] if key_dir else []
+        # export: a production meter over its console with DIR's reader and master keys
+        key_args = ["--key-dir", key_dir] if key_dir else ["--key", key] if key else []
         board = hil.Rig(_opt(config, "--port"), _opt(config, "--board"), virtual=False,
                         scenario=_scenario(config), power_cycle_cmd=_opt(config, "--power-cycle"),
                         key_args=key_args, ota_key=_opt(config, "--ota-key"),
