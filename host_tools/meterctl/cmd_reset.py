@@ -97,8 +97,9 @@ def _production(args, console, out):
     return before
 
 
-def _read_back(args, console):
-    """The status once the meter answers again (it is booting); CliError after BACK_TIMEOUT s."""
+def _read_back(args, console, meter=True):
+    """The status once the meter answers again (it is booting); CliError after BACK_TIMEOUT s. Without a
+    meter before the reset (meter=False), a raw REPL answering again is enough: {} then."""
     from meterctl import production as prod
     deadline = time.monotonic() + max(BACK_TIMEOUT, args.timeout)
     time.sleep(0.5)
@@ -109,8 +110,8 @@ def _read_back(args, console):
                 prod.wait_for_console(args.port, timeout=max(1.0, deadline - time.monotonic()))
                 with console as c:
                     return c.json("status")
-            with Remote(args.port, timeout=min(args.timeout, 5.0)) as dev:
-                return fetch_status(dev)
+            with Remote(args.port, timeout=min(args.timeout, 2.0)) as dev:
+                return fetch_status(dev) if meter else {}
         except CliError as e:
             last = str(e)
         time.sleep(0.5)
@@ -134,11 +135,11 @@ def run(args, out=None):
             raise
     if args.no_wait:
         return 0
-    after = _read_back(args, console)
+    after = _read_back(args, console, meter=before is not None)
     b, a = (_regs(before) if before else None), _regs(after)
     mode = after.get("mode") or "development"
     if b is None or a is None:
-        print("%s: back up (%s)" % (args.port, mode), file=out)
+        print("%s: back up (%s%s)" % (args.port, mode, "" if after else ", no meter running"), file=out)
         return 0
     print("%s: back up (%s): import register %s %.3f Wh before, %.3f Wh after"
           % (args.port, mode, IMPORT, b, a), file=out)
