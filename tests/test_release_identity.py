@@ -7,7 +7,8 @@ once healthy, another reset, then `meterctl id --json`.
 Checked: the SBOM validates against the CycloneDX 1.6 schema (offline); the device's SHA-256 of every
 file in its running slot equals the SBOM's hash of that file (no file missing, none extra); the software
 id the device reports (version, security counter, manifest SHA-256) equals the release's software-id.json
-and the SBOM's; the slot's MANIFEST is the bundle's signed head."""
+and the SBOM's; the slot's MANIFEST is the bundle's signed head; the MicroPython the SBOM says the bundle
+targets is the one the device runs."""
 import hashlib
 import json
 import socket
@@ -129,6 +130,7 @@ def test_the_device_runs_exactly_the_release(tmp_path, capsys, monkeypatch):
         slot = "slot_%s/" % ident["slot"]
         with Remote(vb.pty_path, timeout=30) as dev:
             lines = dev.exec(HASH_TREE % slot).split("\n")
+            runtime = dev.exec("import sys\nprint('%d.%d.%d' % sys.implementation.version[:3])").strip()
         device = dict(line.split() for line in lines if line.strip())
         head, _ = ota_push.split(bundle_data)
         manifest = device.pop("MANIFEST")
@@ -137,6 +139,8 @@ def test_the_device_runs_exactly_the_release(tmp_path, capsys, monkeypatch):
         assert device == sbom_files, {"only on the device": sorted(set(device) - set(sbom_files)),
                                       "only in the SBOM": sorted(set(sbom_files) - set(device)),
                                       "different": differ}
+    mp = next(c for c in sbom["components"] if c["name"] == "micropython")
+    assert mp["version"].split("-")[0] == runtime, (mp["version"], runtime)  # the MicroPython it targets
     print("release %s (%d files) built in %.1f s, pushed in %.1f s; device id %s"
           % (d.name, len(sbom_files), built, pushed, ident["software_id"][:16]))
 
