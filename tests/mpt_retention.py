@@ -74,6 +74,41 @@ def test_expire_drops_what_is_older_than_the_retention_and_proves_it():
     assert m.status()["tamper"] is None, m.status()["tamper"]
 
 
+def test_power_cut_in_expire_on_the_app_keeps_the_period_and_is_no_tamper():
+    """A cut at each program/erase of an expire on the real app: at the next boot nothing newer than the
+    dropped sector is lost, the boot check finds no tamper (the retention record covers the drop, or
+    the drop did not start), and the next expire finishes the job."""
+    from sim.nor import PowerCut
+
+    # an expire's flash operations: the retention record (2 programs), the State's hint (3), unmake (2),
+    # the erase (1)
+    for cut in range(1, 9):
+        board = SmallBoard(tmpdir() + "/cut%d" % cut)
+        m = Meter(board)
+        while _live(m) < 3:
+            advance(m, 4, samples=200)
+        before = list(m.journal.records())
+        first, last = m.journal.oldest_sector()
+        keep = m.engine.t - _bound(m, last)
+        board.dev.arm_cut(cut)
+        try:
+            retention.expire(m.journal, Opener(m.keystore), m.engine.t, keep)
+            board.dev.disarm_cut()
+        except PowerCut:
+            pass
+        board.dev.power_on()
+        m = boot(board)
+        st = m.status()
+        assert st["tamper"] is None, (cut, st["tamper"])
+        got = dict(m.journal.records())
+        assert all(got.get(seq) == rec for seq, rec in before if seq > last), cut
+        assert min(got) in (first, last + 1), (cut, min(got))
+        retention.expire(m.journal, Opener(m.keystore), m.engine.t, keep)
+        assert min(dict(m.journal.records())) == last + 1, cut
+        m = boot(board)
+        assert m.status()["tamper"] is None, (cut, m.status()["tamper"])
+
+
 def test_expire_keeps_everything_without_a_retention_or_a_key():
     board = SmallBoard(tmpdir() + "/keep")
     m = Meter(board)
