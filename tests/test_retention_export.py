@@ -6,8 +6,9 @@ tamper, exit 3.
 The image is written the way the app writes it: the firmware's Journal (on CPython) with an on_drop that
 seals a retention record (RECORDS.md 5) before the drop, records sealed by the host Sealer (byte-identical
 to the device's, tests/test_seal_kat.py): a genesis checkpoint, a boot event, then every simulated minute
-a checkpoint (an anchor, with the engine time) and every 15 minutes a load-profile record before it; the
-keystore's high-water mark at the newest checkpoint. Fast: no simulated metering."""
+a checkpoint (an anchor, with the engine time) and every 15 minutes a load-profile record before it (every
+other one minimised to energy only: export shows its other fields empty); the keystore's high-water mark
+at the newest checkpoint. Fast: no simulated metering."""
 import json
 import os
 from pathlib import Path
@@ -75,8 +76,9 @@ def _build(tmp, drop, minutes=150):
     store(records.event(records.EV_BOOT, 1, "umeter test"), False)
     for minute in range(1, minutes + 1):
         fu += 19166 << 24                       # 1150 W for a minute, in FU
-        if minute % 15 == 0:
-            store(records.profile(_profile(minute)), False)
+        if minute % 15 == 0:                    # every other one minimised to energy only (RECORDS.md 2.1)
+            fields = records.FIELDS_ALL if minute % 30 else 0
+            store(records.profile(_profile(minute), fields), False)
         checkpoint(minute * MINUTE)
     first, last = journal.oldest_sector()
     bound = min(t for s, t in checkpoints.items() if s >= last)
@@ -130,6 +132,11 @@ def test_dropped_by_age_exports_as_retention(tmp_path, capsys):
         assert "oldest kept by the retention record" in " ".join(s["checks"])
         seqs = [r["seq"] for r in doc["records"]]
         assert min(seqs) > info["last"]          # nothing from the dropped sector is left
+        prof = [r for r in doc["records"] if r["type"] == "profile"]
+        assert prof and all(r["1.8.0"] == 287.5 and r["minutes"] == 15 for r in prof)
+        full = [r["32.5.0"] for r in prof if r["t_end_s"] % 1800]
+        energy_only = [r["32.5.0"] for r in prof if r["t_end_s"] % 1800 == 0]
+        assert full and set(full) == {230.0} and energy_only and set(energy_only) == {None}
         ret = [r for r in doc["records"] if r["type"] == "retention"]
         assert [(r["first_dropped"], r["last_dropped"]) for r in ret] == [(info["first"], info["last"])]
 
