@@ -34,7 +34,7 @@ def test_production_export_watch_match_the_raw_repl_path(tmp_path, capsys):
             c.call("set_checkpoint")  # a high-water mark for the export to check
         # No reader key: one clear line, exit 2 (the master key alone cannot open a console session).
         status, out, err = meterctl(capsys, "export", "--port", port, "--key", keys.file("master"),
-                                    "--timeout", "2")
+                                    "--timeout", "1")
         assert status == 2 and out == "" and err.count("\n") == 1, err
         assert "console protocol" in err and "--role-key" in err and "reader" in err
         # The reader key from the host key directory; its master.key opens the records.
@@ -46,6 +46,10 @@ def test_production_export_watch_match_the_raw_repl_path(tmp_path, capsys):
                                         keys.file("reader"))
         assert status == 0, err
         assert doc2["records"][:len(doc["records"])] == doc["records"]
+        # the same verdicts and exit codes as the raw-REPL path: a rollback is tamper (3)
+        status, out, err = meterctl(capsys, "export", "--port", port, "--key-dir", keys.path, "--min-seq",
+                                    10 ** 9)
+        assert status == 3 and out == "" and "TAMPER" in err, err
 
         status, out, err = meterctl(capsys, "watch", "--port", port, "--key-dir", keys.path, "--count", "1")
         assert status == 0 and err == "", err
@@ -54,10 +58,10 @@ def test_production_export_watch_match_the_raw_repl_path(tmp_path, capsys):
         fields = [" ".join(f.split()) for f in frames[0].split(" | ")]
         assert any(f.startswith("Mode production") for f in fields), fields
         assert any(f.startswith("Voltage 32.7.0 ") for f in fields) and "Store health ok" in fields
-        status, out, err = meterctl(capsys, "watch", "--port", port, "--count", "1", "--timeout", "2")
+        status, out, err = meterctl(capsys, "watch", "--port", port, "--count", "1", "--timeout", "1")
         assert status == 2 and "--role-key" in err
         # deploy is for development boards: refused with the reason, nothing written
-        status, out, err = meterctl(capsys, "deploy", "--board", "sim", "--port", port, "--timeout", "2")
+        status, out, err = meterctl(capsys, "deploy", "--board", "sim", "--port", port, "--timeout", "1")
         assert status == 2 and "production mode" in err and "ota push" in err, err
         board_dir = vb.board_dir
     # The same image and keystore, booted as a development board (the mode blob removed): the raw-REPL
@@ -72,6 +76,9 @@ def test_production_export_watch_match_the_raw_repl_path(tmp_path, capsys):
         # a host key directory and a dev board: the raw REPL is chosen, the key dir's master key used
         status, raw2, err = export_json(capsys, "--port", dev.pty_path, "--key-dir", keys.path)
         assert status == 0, err
+        status, out, err = meterctl(capsys, "export", "--port", dev.pty_path, "--key-dir", copy / "keys",
+                                    "--min-seq", 10 ** 9)
+        assert status == 3 and out == "" and "TAMPER" in err, err
         status, out, err = meterctl(capsys, "watch", "--port", dev.pty_path, "--count", "1")
         assert status == 0 and "| Mode development" in out, err
     n = len(doc2["records"])
