@@ -7,7 +7,10 @@ key directory (KEYFILES.md), and what the commands read through it (status, iden
         snap = read_snapshot(c, port)            # export.Snapshot of the sealed records, with the mark
 
 A development meter (REPL open) is reached through remote.Remote as before; which_mode(port) tells the
-two apart without sending anything a REPL would run."""
+two apart without sending anything a REPL would run. console_for(args) is the automatic choice of the
+commands (export, watch, reset): a Console when a role key was given (--role-key FILE, or --key-dir DIR's
+<role>.key) and a console answers, else None (the raw-REPL path). reboot(console) is the operator's clean
+reboot (`meterctl reset`)."""
 import json
 import os
 import struct
