@@ -53,7 +53,10 @@ def register(subparsers):
     p = subparsers.add_parser(
         "export", help="verify and decrypt a meter's sealed records, write CSV or JSON",
         description="Read the sealed journal from a flash image file or a device over serial, verify every "
-                    "seal and the chain, decrypt and write the records with OBIS-named columns.",
+                    "seal and the chain, decrypt and write the records with OBIS-named columns. A device is "
+                    "read over its raw REPL (development) or, with a role key (--role-key FILE, or the "
+                    "reader.key of a host key directory given as --key-dir), over the console protocol as "
+                    "reader (production), chosen automatically; both are verified the same way.",
         epilog=EPILOG, formatter_class=_raw())
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="flash image file (read-only), e.g. from `meterctl sim run --image`")
