@@ -8,7 +8,7 @@ A real rig: `--production DIR` with the board already provisioned (`meterctl pro
 DIR --production`); without it every test here skips. The virtual board: the suite provisions its own
 production board for this module (conftest.prod_rig), so nothing skips. Nothing here changes a real
 board's state beyond sealed console events: the refused commands are harmless even if they ran
-(a calibration read, a factory reset without its confirmation text)."""
+(a calibration read, a checkpoint, a factory reset without its confirmation text)."""
 import json
 
 import pytest
