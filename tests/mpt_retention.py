@@ -22,6 +22,10 @@ def test_drop_oldest_api_and_power_cuts():
     rc.check_drop_oldest_power_cuts(True, seeds=(6,), cuts=range(1, 7))
 
 
+def test_power_cut_torture_with_drops_by_age():
+    rc.check_torture_with_drops(120, 21, sectors=5)
+
+
 def _live(m):
     return sum(1 for k in m.journal.kinds if k == 1)
 

@@ -150,3 +150,33 @@ def check_torn_drop_is_only_accepted_next_to_the_oldest():
     assert list(j2.records()) == keep
     assert j2.drop_oldest() is not None          # clears it (erased before the next drop)
     assert f.read((SECTORS - 1) * SS, 16) == b"\xff" * 16
+
+
+def check_torture_with_drops(rounds, seed, sectors=8):
+    """The journal's power-cut torture (host_tools/harness/journal_torture.py: every acknowledged record
+    present except those older than the oldest present, seqs never reissued) with drop_oldest calls
+    mixed into the appends (before about one make_room in six), cuts landing in them too."""
+    from harness.journal_torture import JournalTorture
+
+    class DropTorture(JournalTorture):
+        dropped = 0
+
+        def _mount(self):
+            j = JournalTorture._mount(self)
+            plain = j.make_room
+
+            def make_room(n):
+                if self.rng.below(6) == 0 and j.drop_oldest() is not None:
+                    self.dropped += 1
+                return plain(n)
+
+            j.make_room = make_room
+            return j
+
+    t = DropTorture(seed=seed, sectors=sectors, max_ops=8 * sectors + 8, retention=True)
+    for _ in range(rounds):
+        t.round()
+    s = t.summary()
+    assert s["cuts"] == rounds and s["lost"] == 0 and s["corrupt"] == 0
+    assert t.dropped >= rounds // 10 and s["erase_cuts"] > 0, (t.dropped, s)
+    return s, t.dropped

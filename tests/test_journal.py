@@ -130,3 +130,10 @@ def test_power_cut_in_drop_oldest_loses_nothing_kept(full):
     import retention_cases as r
 
     r.check_drop_oldest_power_cuts(full, seeds=(1, 2, 3, 4), cuts=range(1, 10))
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_power_cut_torture_with_drops_by_age(seed):
+    import retention_cases as r
+
+    r.check_torture_with_drops(300, seed, sectors=3 + seed % 5)

@@ -99,17 +99,16 @@ def predecessor(kinds, n, sec):
 
 
 def _torn_drop(kinds, n, head, sec):
-    """sec lies between the head and the oldest live sector (nothing live or damaged on the way from the
-    head) and only dirty or retired sectors separate it from a live one: a sector a cut caught while
-    drop_oldest erased it (JOURNAL.md 6.1). In doubt like the head's successor: never read, erased
-    before use. Foreign data anywhere else still refuses the device."""
+    """sec lies between the head and the oldest live sector (nothing live on the way from the head) and
+    only dirty, damaged or retired sectors separate it from a live one: a sector a cut caught while
+    drop_oldest unmade or erased it (JOURNAL.md 6.1). In doubt like the head's successor: never read,
+    erased before use. Foreign data anywhere else still refuses the device."""
     i = head
     for _ in range(n - 1):
         i = (i + 1) % n
         if i == sec:
             break
-        k = kinds[i]
-        if k == K_LIVE or k == K_DAMAGED:
+        if kinds[i] == K_LIVE:
             return False
     if i != sec:
         return False
@@ -118,7 +117,7 @@ def _torn_drop(kinds, n, head, sec):
         k = kinds[i]
         if k == K_LIVE:
             return True
-        if k != K_DIRTY and k != K_RETIRED:
+        if k != K_DIRTY and k != K_DAMAGED and k != K_RETIRED:
             return False
     return False
 

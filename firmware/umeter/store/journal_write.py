@@ -307,17 +307,18 @@ def drop_oldest(j):
 
 
 def _clear_before(j, o):
-    """Erase the in-doubt sectors just before o (left by a cut in an earlier drop), farthest first: so
-    a dirty sector is only ever followed by dirty ones and then a live one (mount's rule, 6.1)."""
+    """Erase the unreadable sectors just before o (dirty or damaged: what a cut in an earlier drop left),
+    farthest first: so a dirty sector is only ever followed by unreadable ones and then a live one
+    (mount's rule, JOURNAL.md 3.1, 6.1). They are older than o and hold nothing that can be read."""
     p = far = o
     for _ in range(j.n - 1):
         p = (p - 1) % j.n
         k = j.kinds[p]
-        if p == j.head or (k != M.K_DIRTY and k != M.K_RETIRED):
+        if p == j.head or (k != M.K_DIRTY and k != M.K_DAMAGED and k != M.K_RETIRED):
             break
-        if k == M.K_DIRTY:
+        if k != M.K_RETIRED:
             far = p
     while far != o:
-        if j.kinds[far] == M.K_DIRTY:
+        if j.kinds[far] != M.K_RETIRED:
             _erase(j, far)
         far = (far + 1) % j.n
