@@ -19,7 +19,7 @@ from umeter.console.console import CommandError, SESSION_IDLE_MS
 # Written out here, not taken from roles.COMMANDS: the matrix the issue asks for.
 READER_CMDS = ["status", "registers", "software_id", "export", "event_log", "logout"]
 OPERATOR_CMDS = READER_CMDS + ["set_time", "calibration", "set_interval", "set_retention",
-                               "set_power_fail", "set_checkpoint"]
+                               "set_power_fail", "set_checkpoint", "reboot"]
 ADMIN_CMDS = OPERATOR_CMDS + ["ota_begin", "ota_data", "ota_finish", "rotate_key", "set_role_key",
                               "set_mode", "factory_reset", "provision"]
 ALLOWED = {roles.READER: READER_CMDS, roles.OPERATOR: OPERATOR_CMDS, roles.ADMIN: ADMIN_CMDS}

@@ -22,7 +22,7 @@ from mpt_console_kit import Host, SeededRandom, fuzz_public, fuzz_session, make_
 from umeter.console import framing, roles
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-CODES = sorted(roles.COMMANDS) + [0x00, 0x05, 0x26, 0x38, 0x7F, 0xFF]
+CODES = sorted(roles.COMMANDS) + [0x00, 0x05, 0x27, 0x38, 0x7F, 0xFF]
 
 
 def refix_crc(frame):

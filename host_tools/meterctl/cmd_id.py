@@ -67,9 +67,9 @@ def format_identity(info, port):
 def run(args, out=None):
     from meterctl import production as prod
     out = out or sys.stdout
-    key = prod.role_key_from(args, args.role)
-    if key is not None:  # a production meter: the console's software_id (reader and up)
-        with prod.Console(args.port, key, args.role, timeout=args.timeout) as c:
+    console = prod.console_for(args, args.role)
+    if console is not None:  # a production meter: the console's software_id (reader and up)
+        with console as c:
             info = c.json("software_id")
     else:
         try:

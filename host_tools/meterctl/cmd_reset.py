@@ -73,7 +73,7 @@ def _development(args, out):
             before = None  # no meter running: a plain reset
         said = dev.exec(RESET_CODE).split()
         # Submitted, not awaited: the board resets while it would answer (mpremote's exec_raw_no_follow).
-        dev._send(TRIGGER, args.timeout)  # noqa: SLF001
+        dev.exec_no_follow(TRIGGER, args.timeout)
     running = said[-1:] == ["running"]
     print("%s: %s; machine.reset() sent" % (args.port, "the meter stops cleanly (open window booked, "
                                             "checkpoint taken)" if running else "no meter running"), file=out)

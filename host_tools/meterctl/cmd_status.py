@@ -63,9 +63,9 @@ def read_status(args):
     """The status from a development meter (raw REPL) or, with a role key, a production one (console)."""
     from meterctl import production as prod
     check_port(args.port)
-    key = prod.role_key_from(args, getattr(args, "role", "reader"))
-    if key is not None:
-        with prod.Console(args.port, key, args.role, timeout=args.timeout) as c:
+    console = prod.console_for(args, getattr(args, "role", "reader"))
+    if console is not None:  # a role key and a port that speaks the protocol: a production meter
+        with console as c:
             return c.json("status")
     try:
         with Remote(args.port, timeout=args.timeout) as dev:

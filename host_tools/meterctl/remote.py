@@ -201,6 +201,12 @@ class Remote:
             raise RemoteError("on the device: %s" % err)
         return out
 
+    def exec_no_follow(self, code, timeout=None):
+        """Submit code and return once the device accepted it, without waiting for its output (mpremote's
+        exec_raw_no_follow): for code that resets the board while it would answer."""
+        self._send(code.encode() if isinstance(code, str) else bytes(code),
+                   self.timeout if timeout is None else timeout)
+
     def _send(self, code, timeout):
         """Submit code at the raw REPL prompt (raw-paste mode when the device has it, as mpremote does)."""
         ser = self._t.serial
