@@ -11,6 +11,7 @@ skipped with the reason, on the virtual board nothing is ever missing (checked h
 would skip there fails instead). See README.md next to this file.
 """
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -165,11 +166,18 @@ def prod_rig(request, tmp_path_factory):
     try:
         if not vb.wait_ready(30):
             raise hil.RigError("the virtual board did not boot: %s" % vb.error)
+        # A production meter runs a verified app, as in the field: installed first (development mode, on
+        # its trial boot it has no key yet, so it cannot seal and confirm), then provisioned; its next
+        # (trial) boot meters with the key and confirms.
+        sid = _install_signed_app(vb, work, PRODUCTION_BOARD)
         hil.meterctl_ok("provision", "--port", vb.pty_path, "--key-dir", key_dir, "--production",
                         "--accept-unprotected-keys")
         board = hil.Rig(vb.pty_path, "sim", virtual=True, scenario=scenario, vboard=vb, work_dir=work,
-                        key_dir=key_dir, key_args=["--key-dir", key_dir])
+                        key_dir=key_dir, key_args=["--key-dir", key_dir], software_id=sid)
         board.wait_answering(30)
+        board.wait_status(lambda s: s["software_id"].get("software_id") == sid
+                          and not s["software_id"]["trial"],
+                          "the signed app confirmed on its slot", timeout=60)
         assert vb.production, "the provisioned virtual board did not close its REPL"
         missing = [(need, board.lacks(need)) for need in NEEDS if need not in ("development", "ota_key")
                    and board.lacks(need)]
@@ -177,6 +185,33 @@ def prod_rig(request, tmp_path_factory):
         yield board
     finally:
         vb.stop()
+
+
+def _install_signed_app(vb, work, board_py):
+    """The firmware with board_py as its board file, as a signed bundle (throwaway key), trusted, pushed and
+    booted from its slot on trial: its software id."""
+    from meterctl import boards
+    from meterctl import bundle as host_bundle
+
+    signer = hil.Signer.throwaway(work)
+    hil.meterctl_ok("ota", "trust", "--port", vb.pty_path, "--board", "sim", "--arch", "py",
+                    "--pubkey", signer.pub, "--policy", "ed25519")
+    (work / "boards" / "sim").mkdir(parents=True)
+    (work / "boards" / "sim" / "board.py").write_text(board_py)  # a slot carries its own board.py
+    now = int(time.time())
+    raw = work / "production.unsigned.bnd"
+    raw.write_bytes(host_bundle.build(boards.get("sim", root=work / "boards"), "hil-production-1", 1,
+                                      now - 60, now + 86400))
+    bundle = work / "production.bnd"
+    hil.meterctl_ok("bundle", "sign", "--key", signer.key, raw, "-o", bundle)
+    sid = hil.software_id_of(bundle)
+    hil.meterctl_ok("ota", "push", "--port", vb.pty_path, bundle)
+    vb.restart()
+    dev = hil.Rig(vb.pty_path, "sim", virtual=True, vboard=vb)
+    dev.wait_answering(30)
+    ident = dev.identity()
+    assert ident["mode"] == "slot" and ident["software_id"] == sid and ident["trial"], ident
+    return sid
 
 
 @pytest.fixture(autouse=True)

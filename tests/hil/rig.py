@@ -93,7 +93,8 @@ class Rig:
     """A board under test. port: its serial port (real) or pty (virtual); board: the boards/ name."""
 
     def __init__(self, port, board, virtual, scenario=None, power_cycle_cmd=None, key_args=(),
-                 vboard=None, ota_key=None, work_dir=None, cut_warns=False, timeout=10.0, key_dir=None):
+                 vboard=None, ota_key=None, work_dir=None, cut_warns=False, timeout=10.0, key_dir=None,
+                 software_id=None):
         self.port = port
         self.board = board
         self.virtual = virtual
@@ -108,6 +109,7 @@ class Rig:
         self.key_dir = Path(key_dir) if key_dir else None  # production: the host key directory (roles)
         self.production = key_dir is not None
         self.role_args = ["--key-dir", self.key_dir] if self.production else []
+        self.software_id = software_id    # the signed app the board must run, when the suite installed it
 
     # ---- capabilities: what a test needs, and why it is missing -------------------------------------
     def lacks(self, need):

@@ -119,10 +119,13 @@ def test_status_and_software_id_over_the_protocol(prod_rig):
     assert ident["console_mode"] == "production", ident
     sw = st["software_id"]
     assert ident["mode"] == sw["mode"], (ident, sw)
+    if board.software_id is not None:  # the virtual board: the signed app the suite installed
+        assert ident["mode"] == "slot" and ident["software_id"] == board.software_id, ident
     if ident["mode"] == "slot":  # a verified app: the status and `id` name the same one
         keep = ("slot", "version", "software_id", "security_counter", "manifest_counter", "trial")
         assert {k: ident.get(k) for k in keep} == {k: sw.get(k) for k in keep}, (ident, sw)
-    else:                        # the development deploy (the virtual board runs the repository's code)
+        assert not ident["trial"] and ident["security_counter"] >= ident["manifest_counter"], ident
+    else:                        # a development deploy
         assert ident["note"] == sw["note"] == "unverified development deploy", (ident, sw)
         assert ident["version"] == st["software"] and ident["software_id"] is None, (ident, st["software"])
     public = _hello(board).split("|")[1]  # the hello line names the running app (its SOFTWARE_ID)
