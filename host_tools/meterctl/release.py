@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import meterctl
-from meterctl import boards, deploy, release_sbom, signing_keys
+from meterctl import boards, deploy, signing_keys
 from meterctl import bundle as host_bundle
 from meterctl.cli import CliError
 
@@ -192,6 +192,8 @@ def build(board_name, out="dist", key_paths=(), throwaway=False, rev="HEAD", wor
         issued = source_date(commit_time)
         expires = issued + int(settings["bundle_lifetime_days"]) * 86400
         vuln_doc, vulns = known_vulnerabilities(vulnerabilities or src / VULNERABILITIES_FILE)
+        from meterctl import release_sbom  # cyclonedx + jsonschema: seconds, only for a release
+
         requirements = release_sbom.pinned_requirements((src / "requirements.txt").read_text())
 
         name = "%s-%s" % (board.name, version)
