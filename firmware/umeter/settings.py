@@ -7,20 +7,24 @@
 import hashlib
 import struct
 
+from micropython import const
+
+from umeter.metering.engine import DEFAULT_CALIB
+
 BLOB = "settings"
-VERSION = 1
-_CHECK = 4
-_FORMAT = ">BBHBHBH7fQQI"   # SETTINGS.md section 2
-SIZE = struct.calcsize(_FORMAT)
+VERSION = const(1)
+SIZE = const(58)
+_CHECK = const(4)
+_FORMAT = ">BBHBHBH7fQQI"   # SETTINGS.md section 2 (SIZE bytes)
 
 # mask bits: which groups the operator set (the others follow the board's constants at every boot)
-SET_CHECKPOINT = 1
-SET_PROFILE = 2
-SET_RETENTION = 4
-SET_POWER_FAIL = 8
-SET_CALIBRATION = 16
-SET_TIME = 32
-_MASK_ALL = 63
+_SET_CHECKPOINT = const(1)
+_SET_PROFILE = const(2)
+_SET_RETENTION = const(4)
+_SET_POWER_FAIL = const(8)
+_SET_CALIBRATION = const(16)
+_SET_TIME = const(32)
+_MASK_ALL = const(63)
 
 CHECKPOINT_S = (10, 3600)
 PROFILE_PERIODS = (1, 5, 10, 15, 30, 60)
@@ -32,8 +36,6 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 CALIBRATION = (("v_gain", 0.5, 2.0), ("i_gain", 0.5, 2.0), ("phase_deg", -20.0, 20.0),
                ("v_offset", 0.0, 50.0), ("i_offset", 0.0, 10.0), ("p_offset", -100.0, 100.0),
                ("q_offset", -100.0, 100.0))
-CALIBRATION_DEFAULTS = {"v_gain": 1.0, "i_gain": 1.0, "phase_deg": 0.0, "v_offset": 0.0, "i_offset": 0.0,
-                        "p_offset": 0.0, "q_offset": 0.0}
 
 
 class SettingsError(ValueError):
@@ -44,7 +46,7 @@ def board_defaults(board):
     """The defaults from a board module's constants (not range-checked: a board, or a test's environment,
     may run outside what an operator may set)."""
     eng = getattr(board, "ENGINE", None) or {}
-    calib = dict(CALIBRATION_DEFAULTS)
+    calib = dict(DEFAULT_CALIB)
     calib.update(getattr(board, "CALIBRATION", None) or {})
     return {"checkpoint_s": int(getattr(board, "CHECKPOINT_S", 60)),
             "profile_min": int(eng.get("profile_min", 15)),
@@ -119,7 +121,7 @@ class Settings:
         mask = self.mask
         if checkpoint_s is not None:
             v["checkpoint_s"] = _int("interval_s", checkpoint_s, CHECKPOINT_S[0], CHECKPOINT_S[1])
-            mask |= SET_CHECKPOINT
+            mask |= _SET_CHECKPOINT
         if profile_min is not None:
             p = _int("period_min", profile_min, 1, 60)
             if p not in PROFILE_PERIODS:
@@ -128,10 +130,10 @@ class Settings:
                 raise SettingsError("period_min must be a multiple of the demand period (%d s)"
                                     % self.defaults["demand_s"])
             v["profile_min"] = p
-            mask |= SET_PROFILE
+            mask |= _SET_PROFILE
         if retention_days is not None:
             v["retention_days"] = _int("days", retention_days, RETENTION_DAYS[0], RETENTION_DAYS[1])
-            mask |= SET_RETENTION
+            mask |= _SET_RETENTION
         if power_fail is not None or hold_up_ms is not None:
             if power_fail is not None:
                 if not isinstance(power_fail, bool):
@@ -139,20 +141,20 @@ class Settings:
                 v["power_fail"] = power_fail
             if hold_up_ms is not None:
                 v["hold_up_ms"] = _int("hold_up_ms", hold_up_ms, HOLD_UP_MS[0], HOLD_UP_MS[1])
-            mask |= SET_POWER_FAIL
+            mask |= _SET_POWER_FAIL
         if calibration is not None:
             c = v["calibration"]
             c.update(check_calibration(calibration))
             for k in c:  # all as the blob keeps them (32-bit floats), so RAM and the next boot agree
                 c[k] = _f32(c[k])
-            mask |= SET_CALIBRATION
+            mask |= _SET_CALIBRATION
         if time is not None:
             unix, t, rate = time
             _int("unix_s", unix, UNIX_S[0], UNIX_S[1])
             _int("engine time", t, 0, _U64)
             _int("sample rate", rate, 1, 0xFFFFFFFF)
             v["time_unix"], v["time_t"], v["time_rate"] = unix, t, rate
-            mask |= SET_TIME
+            mask |= _SET_TIME
         return Settings(self.defaults, v, mask, None)
 
     def clock(self, t, rate):
@@ -160,12 +162,12 @@ class Settings:
         another sample rate, or set at an engine time after t (the registers were restored from an older
         checkpoint, or the journal was formatted). The clock stands still while the meter is off
         (SETTINGS.md 5)."""
-        if not self.mask & SET_TIME or rate != self.time_rate or t < self.time_t:
+        if not self.mask & _SET_TIME or rate != self.time_rate or t < self.time_t:
             return None
         return self.time_unix + (t - self.time_t) // rate
 
     def time_base(self):
-        if not self.mask & SET_TIME:
+        if not self.mask & _SET_TIME:
             return None
         return {"unix_s": self.time_unix, "at_t": self.time_t, "rate_hz": self.time_rate}
 
@@ -185,9 +187,9 @@ class Settings:
 
     def as_dict(self):
         v = self._v
-        names = (("checkpoint_s", SET_CHECKPOINT), ("profile_min", SET_PROFILE),
-                 ("retention_days", SET_RETENTION), ("power_fail", SET_POWER_FAIL),
-                 ("calibration", SET_CALIBRATION), ("time", SET_TIME))
+        names = (("checkpoint_s", _SET_CHECKPOINT), ("profile_min", _SET_PROFILE),
+                 ("retention_days", _SET_RETENTION), ("power_fail", _SET_POWER_FAIL),
+                 ("calibration", _SET_CALIBRATION), ("time", _SET_TIME))
         return {"checkpoint_s": v["checkpoint_s"], "profile_min": v["profile_min"],
                 "retention_days": v["retention_days"],
                 "power_fail": {"enabled": v["power_fail"], "hold_up_ms": v["hold_up_ms"]},
@@ -214,10 +216,10 @@ def unpack(defaults, data):
     calib = {}
     for i, (k, _, _) in enumerate(CALIBRATION):
         calib[k] = f[7 + i]
-    fields = ((SET_CHECKPOINT, {"checkpoint_s": f[2]}), (SET_PROFILE, {"profile_min": f[3]}),
-              (SET_RETENTION, {"retention_days": f[4]}),
-              (SET_POWER_FAIL, {"power_fail": bool(f[5] & 1), "hold_up_ms": f[6]}),
-              (SET_CALIBRATION, {"calibration": calib}), (SET_TIME, {"time": (f[14], f[15], f[16])}))
+    fields = ((_SET_CHECKPOINT, {"checkpoint_s": f[2]}), (_SET_PROFILE, {"profile_min": f[3]}),
+              (_SET_RETENTION, {"retention_days": f[4]}),
+              (_SET_POWER_FAIL, {"power_fail": bool(f[5] & 1), "hold_up_ms": f[6]}),
+              (_SET_CALIBRATION, {"calibration": calib}), (_SET_TIME, {"time": (f[14], f[15], f[16])}))
     s = Settings(defaults)
     bad = []
     for bit, kw in fields:
