@@ -185,3 +185,21 @@ def test_reboot_checkpoints_first():
     assert records.decode(last)[0] == records.REC_CHECKPOINT
     assert meter.keystore.high_water().seq == meter.journal.last_seq
     assert "operator reboot" in console_events(meter)
+
+
+def test_ota_commands_load_on_first_use():
+    meter, h, c, resets = production()
+    assert h._ota is None  # nothing of the OTA path at boot
+    host = Host(c)
+    assert error_of(host.request(roles.CODES["ota_begin"], b"x")) != 0
+    assert not error_of(host.login(roles.OPERATOR))
+    assert error_of(host.request(roles.CODES["ota_begin"], b"x")) == ERR_FORBIDDEN and h._ota is None
+    assert not error_of(host.login(roles.ADMIN))
+    a = host.request(roles.CODES["ota_data"], b"")  # no update begun: the OTA module's own refusal
+    assert error_of(a) == ERR_BAD_PAYLOAD, a
+    first = h._ota
+    assert type(first).__name__ == "OtaCommands"
+    host.request(roles.CODES["ota_finish"], b"")
+    assert h._ota is first  # one per Handlers
+    h.after()
+    assert resets == []  # nothing installed: no reboot

@@ -86,6 +86,10 @@ class Handlers:
     def after(self):
         """Called between console turns: the reboot a command asked for, once its answer is written."""
         why = self._reboot
+        if why is None and self._ota is not None:  # an installed update boots into its trial slot
+            wanted = getattr(self._ota, "reboot_wanted", None)
+            if wanted is not None and wanted():
+                why = "stop"
         if why is None:
             return
         self._reboot = None
