@@ -110,6 +110,8 @@ def test_reader_refused_and_bad_values_change_nothing():
     assert "operator set_retention 30" in ev
     assert not any(e.startswith("reader set_") for e in ev)
     assert any(e.startswith("operator set_retention refused: days must be 0..7300") for e in ev), ev
+    assert "operator set_retention refused: a JSON object" in ev  # malformed requests are logged too
+    assert sum(1 for e in ev if " refused: " in e) == len(BAD)
     assert sum(1 for e in ev if e.startswith("operator set_retention 30")) == 1
 
 

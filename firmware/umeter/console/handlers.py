@@ -60,14 +60,14 @@ class Handlers:
 
     def table(self):
         s = self._settings
-        return {"status": self.status, "registers": self.registers, "software_id": self.software_id,
-                "export": self.export, "event_log": self.event_log, "set_time": s.set_time,
-                "calibration": s.calibration, "set_interval": s.set_interval,
-                "set_retention": s.set_retention, "set_power_fail": s.set_power_fail,
-                "set_checkpoint": s.set_checkpoint, "reboot": self.reboot,
-                "ota_begin": self.ota_begin, "ota_data": self.ota_data, "ota_finish": self.ota_finish,
-                "set_mode": self.set_mode, "factory_reset": self.factory_reset, "provision": self.provision,
-                "rotate_key": self.rotate_key}
+        out = {"status": self.status, "registers": self.registers, "software_id": self.software_id,
+               "export": self.export, "event_log": self.event_log, "reboot": self.reboot,
+               "ota_begin": self.ota_begin, "ota_data": self.ota_data, "ota_finish": self.ota_finish,
+               "set_mode": self.set_mode, "factory_reset": self.factory_reset, "provision": self.provision,
+               "rotate_key": self.rotate_key}
+        for name in DEFERRED:
+            out[name] = s.command(name)
+        return out
 
     def on_event(self, code, role, detail):
         """Console events become sealed EV_CONSOLE records. Raises when the record cannot be sealed: the

@@ -41,12 +41,24 @@ class SettingsCommands:
         self.meter = meter
         self._seal = seal
 
+    def command(self, name):
+        """The console handler for command `name`: a refused request (bad_payload) is logged too."""
+        fn = getattr(self, "_" + name)
+
+        def run(payload):
+            try:
+                return fn(payload)
+            except CommandError as e:
+                if e.code == ERR_BAD_PAYLOAD:
+                    self._refused(name, e.text)
+                raise
+        return run
+
     def _change(self, name, detail, **kw):
         m = self.meter
         try:
             new = m.settings.changed(**kw)
         except SettingsError as e:
-            self._refused(name, str(e))
             raise CommandError(ERR_BAD_PAYLOAD, str(e)[:64])
         self._seal(name, detail)   # sealed first: a change that cannot be logged does not happen
         try:
@@ -60,7 +72,7 @@ class SettingsCommands:
         except CommandError:
             pass
 
-    def set_time(self, payload):
+    def _set_time(self, payload):
         """unix seconds u64 -> the new time base: that second at the engine time of now."""
         if len(payload) != 8:
             raise CommandError(ERR_BAD_PAYLOAD, "unix seconds u64")
@@ -71,7 +83,7 @@ class SettingsCommands:
         out["clock_unix_s"] = m.clock()
         return _json(out)
 
-    def calibration(self, payload):
+    def _calibration(self, payload):
         """JSON object of engine calibration keys to change (the others stay); empty: read. Answer: the
         calibration in force (stored: it survives a reboot)."""
         eng = self.meter.engine
@@ -90,7 +102,7 @@ class SettingsCommands:
             self._seal("calibration", "read")
         return _json(eng.calib)
 
-    def set_interval(self, payload):
+    def _set_interval(self, payload):
         """{"period_min": N}: the load-profile period (1, 5, 10, 15, 30 or 60), from the next boot."""
         p = _object(payload, ("period_min",))["period_min"]
         new = self._change("set_interval", "%s" % (p,), profile_min=p)
@@ -98,14 +110,14 @@ class SettingsCommands:
         return _json({"period_min": new.profile_min, "in_force": now,
                       "applies": "now" if now == new.profile_min else "next boot"})
 
-    def set_retention(self, payload):
+    def _set_retention(self, payload):
         """{"days": N}: records older than N days are dropped (0: only the ring's own retention)."""
         d = _object(payload, ("days",))["days"]
         new = self._change("set_retention", "%s" % (d,), retention_days=d)
         by_age = (self.meter.retention_note or "on") if new.retention_days else "off"
         return _json({"days": new.retention_days, "by_age": by_age})
 
-    def set_power_fail(self, payload):
+    def _set_power_fail(self, payload):
         """{"enabled": bool, "hold_up_ms": N} (either or both)."""
         obj = _object(payload, ("enabled", "hold_up_ms"))
         text = " ".join("%s=%s" % (k, json.dumps(obj[k])) for k in sorted(obj))
@@ -114,7 +126,7 @@ class SettingsCommands:
         return _json({"enabled": new.power_fail, "hold_up_ms": new.hold_up_ms,
                       "wired": bool(self.meter.power_fail_wired)})
 
-    def set_checkpoint(self, payload):
+    def _set_checkpoint(self, payload):
         """Empty: take a checkpoint now (its seq u64). {"interval_s": N}: the checkpoint interval
         (10..3600 s, in force at once)."""
         if not payload:
