@@ -19,9 +19,10 @@ STORAGE_NOTES = {
 def _software_identity():
     """Version, security counter and manifest SHA-256 of the running slot (WELMEC 7.2), or the note that
     this is an unverified development deploy."""
-    from umeter.ota import slots
-    if slots.running_slot() is None:
+    from umeter.ota.running import running_slot
+    if running_slot() is None:
         return {"mode": "development", "note": "unverified development deploy"}
+    from umeter.ota import slots
     try:
         return slots.identity()
     except Exception as e:  # identification never breaks status

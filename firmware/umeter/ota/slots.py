@@ -9,11 +9,11 @@ import sys
 
 from umeter.ota import bundle
 from umeter.ota import trust as trustmod
+from umeter.ota.running import NAMES, running_slot  # noqa: F401 (part of this module's interface)
 from umeter.ota.verify import Refused, installed
 
 BLOB = "otaboot"
 VERSION = 1
-NAMES = ("a", "b")
 MANIFEST = "MANIFEST"
 PENDING = "MANIFEST.new"    # the head of a bundle being installed (kept for resume)
 EXTERNAL = ("firmware.bin",)  # FILEs kept outside the slot: the ESP32 image (OTA partition, secure boot)
@@ -311,13 +311,6 @@ def boot_failed(backend, index, text):
     save(backend, st)
 
 
-def running_slot():
-    """The slot this code was started from (its directory first on sys.path), or None (development)."""
-    first = sys.path[0] if sys.path else ""
-    for i in range(2):
-        if first.endswith("slot_" + NAMES[i]):
-            return i
-    return None
 
 
 def confirm(root=None, backend=None):
