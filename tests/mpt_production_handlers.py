@@ -203,3 +203,24 @@ def test_ota_commands_load_on_first_use():
     assert h._ota is first  # one per Handlers
     h.after()
     assert resets == []  # nothing installed: no reboot
+
+
+def test_ota_chunks_are_not_sealed_one_by_one_and_logout_aborts():
+    meter, h, c, resets = production()
+    host = Host(c)
+    assert not error_of(host.login(roles.ADMIN))
+    before = len(console_events(meter))
+    for _ in range(5):
+        host.request(roles.CODES["ota_data"], b"\x00" * 8)
+    host.request(roles.CODES["ota_begin"], b"x")
+    texts = console_events(meter)[before:]
+    assert texts == ["admin ota_begin"], texts  # the begin is sealed, no chunk is
+    # an update under way is dropped once the admin session ends
+    h._ota.state = lambda: "receiving"
+    aborted = []
+    h._ota.abort = lambda: aborted.append(1)
+    h.after()
+    assert aborted == []  # still the admin's session
+    host.request(roles.LOGOUT)
+    h.after()
+    assert aborted == [1]

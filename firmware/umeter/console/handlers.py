@@ -76,6 +76,8 @@ class Handlers:
         if code == EV_ACTION and detail in DEFERRED:
             self._actor = role
             return
+        if code == EV_ACTION and detail == "ota_data":
+            return  # one chunk of an update the sealed "ota_begin" opened: ~480 records per app otherwise
         if not self.meter.event(records.EV_CONSOLE, code, ("%s %s" % (role, detail))[:120]):
             raise CommandError(ERR_INTERNAL, "event log unavailable")
 
@@ -86,6 +88,9 @@ class Handlers:
     def after(self):
         """Called between console turns: the reboot a command asked for, once its answer is written."""
         why = self._reboot
+        if self._ota is not None and self.console is not None and self.console.role != "admin" \
+                and self._ota.state() != "idle":
+            self._ota.abort()  # an unfinished update never outlives the admin session that began it
         if why is None and self._ota is not None:  # an installed update boots into its trial slot
             wanted = getattr(self._ota, "reboot_wanted", None)
             if wanted is not None and wanted():
