@@ -276,6 +276,10 @@ class Meter:
             self.refused += 1
             return 0
         for _ in range(2):
+            # The first record of a sector is an anchor (its predecessor's tag inside, 33 bytes): once the
+            # sector before it is dropped by retention, the oldest record still verifies on its own.
+            self.journal.make_room(len(payload) + self.sealer.overhead(True))
+            anchor = anchor or self.journal.head_records == 0
             seq = self.journal.next_seq
             self._pending = (self.sealer.last_seq, self.sealer.last_tag)
             rec = self.sealer.seal(seq, payload, anchor=anchor)
