@@ -181,3 +181,36 @@ def test_retention_by_age_runs_after_a_checkpoint():
     meter.stop()
     again = Meter(meter.board)
     assert again.tamper is None and again.verification["retention_seq"] > 0  # proven, not tamper
+
+
+def _profiles(m):
+    from umeter.crypto.seal import Opener
+    from umeter import records
+    from umeter.metering.engine import decode_profile
+    opener = Opener(m.keystore)
+    out = []
+    for seq, rec in m.journal.records():
+        typ, f = records.decode(opener.open(seq, rec))
+        if typ == records.REC_PROFILE:
+            out.append(decode_profile(f))
+    return out
+
+
+def test_profile_fields_of_the_board_are_what_is_stored():
+    from app_boards import SampleBoard
+    from mptest import tmpdir
+    board = SampleBoard(tmpdir())
+    board.PROFILE_FIELDS = 0  # energy only: no voltage, demand or saturation in the load profile
+    m = Meter(board)
+    m.run_samples(RATE * 65)
+    assert m.status()["settings"]["in_force"]["profile_fields"] == 0
+    p = _profiles(m)
+    assert len(p) == 1 and p[0]["1.8.0"] > 0
+    assert p[0]["32.5.0"] is None and p[0]["1.6.0"] is None, p[0]
+    board = SampleBoard(tmpdir())
+    board.PROFILE_FIELDS = 99  # not a mask: every field stored, and status says why
+    m = Meter(board)
+    m.run_samples(RATE * 65)
+    st = m.status()["settings"]
+    assert st["in_force"]["profile_fields"] == 7 and "PROFILE_FIELDS" in st["fault"]
+    assert _profiles(m)[0]["32.5.0"] is not None

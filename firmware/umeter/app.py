@@ -70,6 +70,7 @@ class Meter:
         self.settings = app_settings.load(self)  # the operator's settings over the board's constants
         self.src = board.sampler()
         self.engine = app_settings.make_engine(self)
+        self.profile_fields = app_settings.profile_fields(self)
         self._restore_registers()
         self.cp_every = self.settings.checkpoint_s * self.src.rate_hz
         self._next_cp = self.engine.t + self.cp_every
@@ -217,7 +218,7 @@ class Meter:
             rec = self.engine.pop_record()
             if rec is None:
                 break
-            self.store(records.profile(rec))
+            self.store(records.profile(rec, self.profile_fields))
 
     def stop(self):
         """A clean stop (power-fail warning, reset, the virtual board's Ctrl-C): book the window in

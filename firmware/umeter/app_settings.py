@@ -1,6 +1,7 @@
 """The meter's side of the operator settings (settings.py, SETTINGS.md): the engine built with them at
 boot, a change stored first and then put in force (live, but the load-profile period: next boot), the
 wall clock, retention by age after each checkpoint, and what status shows of them."""
+from umeter import records
 from umeter import settings as S
 from umeter.metering.engine import Engine
 
@@ -27,6 +28,17 @@ def make_engine(meter):
         meter.settings_fault = "the engine refused the stored settings (%s): board defaults in force" % e
         return Engine.for_source(src, calib=getattr(board, "CALIBRATION", None),
                                  **dict(getattr(board, "ENGINE", {})))
+
+
+def profile_fields(meter):
+    """Which optional load-profile fields are stored (the board's PROFILE_FIELDS, RECORDS.md 2.1: data
+    minimisation); the energy deltas always are. A bad value stores every field, and status says so."""
+    fields = getattr(meter.board, "PROFILE_FIELDS", records.FIELDS_ALL)
+    if isinstance(fields, int) and 0 <= fields <= records.FIELDS_ALL:
+        return fields
+    meter.settings_fault = "PROFILE_FIELDS %r is not a mask 0..%d: every field stored" % (fields,
+                                                                                       records.FIELDS_ALL)
+    return records.FIELDS_ALL
 
 
 def profile_min_in_force(meter):
@@ -81,6 +93,7 @@ def status(meter):
     out = st.as_dict()
     rate = meter.src.rate_hz
     out["in_force"] = {"checkpoint_s": meter.cp_every // rate, "profile_min": profile_min_in_force(meter),
+                       "profile_fields": meter.profile_fields,
                        "calibration": getattr(meter.engine, "calib", None),
                        "power_fail_wired": meter.power_fail_wired}
     out["pending_until_boot"] = ["profile_min"] if out["in_force"]["profile_min"] != st.profile_min else []
