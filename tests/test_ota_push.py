@@ -17,7 +17,8 @@ from umeter.ota import bundle
 
 FIRMWARE = ROOT / "firmware"
 OTA_MODULES = ["umeter/ota/__init__.py", "umeter/ota/bundle.py", "umeter/ota/install.py",
-               "umeter/ota/slots.py", "umeter/ota/trust.py", "umeter/ota/verify.py", "umeter/ota/http.py",
+               "umeter/ota/slots.py", "umeter/ota/running.py", "umeter/ota/trust.py", "umeter/ota/verify.py",
+               "umeter/ota/http.py",
                "umeter/crypto/__init__.py", "umeter/crypto/ed25519.py", "umeter/crypto/sha512.py",
                "umeter/crypto/lms.py", "umeter/hal/__init__.py", "umeter/hal/keystore.py",
                "umeter/hal/keystore_file.py"]

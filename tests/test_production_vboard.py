@@ -122,7 +122,7 @@ def test_roles_end_to_end(tmp_path, capsys):
         # every privileged command is a sealed event naming its role
         snap, res = export_checked(vb, keys)
         texts = [r.get("text", "") for r in res.rows if r.get("event") == "console"]
-        assert "operator calibration v_gain=1.01" in texts and "admin factory_reset" in texts  # names the change
+        assert "operator calibration v_gain=1.01" in texts and "admin factory_reset" in texts  # the change
         assert not any(t.startswith("reader calibration") for t in texts)
         status, out, err = meterctl(capsys, "id", "--port", vb.pty_path, "--key-dir", keys.path, "--json")
         assert status == 0, err
