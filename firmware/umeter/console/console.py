@@ -16,20 +16,11 @@ from umeter.console.framing import (FLAG_RESPONSE, FLAG_ERROR, FLAG_MAC, FLAG_EN
 from umeter.console.rolekeys import RoleKeys, RoleKeyError, KEY_LEN
 from umeter.console.session import (SessionKeys, client_proof, device_proof, equal, NONCE_LEN, SID_LEN,
                                     PROOF_LEN, DIR_TO_DEVICE, DIR_TO_HOST)
+from umeter.console.ticks import ticks_diff as _ticks_diff, ticks_ms as _default_ticks
 
 SESSION_IDLE_MS = const(300000)   # a session with no accepted frame for 5 minutes ends
 CHALLENGE_MS = const(30000)       # a device nonce is good for one answer within 30 s
 
-try:
-    from time import ticks_ms as _default_ticks, ticks_diff as _ticks_diff
-except ImportError:  # CPython
-    import time as _time
-
-    def _default_ticks():
-        return int(_time.monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
 
 
 class CommandError(Exception):

@@ -11,6 +11,7 @@ from micropython import const
 
 from umeter.console.console import CommandError
 from umeter.console.framing import ERR_BAD_PAYLOAD, ERR_BUSY, MAX_PAYLOAD
+from umeter.console.ticks import ticks_diff as _ticks_diff, ticks_ms as _default_ticks
 
 VERSION = const(1)
 HEADER_LEN = const(14)               # the bundle header (BUNDLE.md section 1), sent with ota_begin
@@ -18,16 +19,6 @@ MAX_CHUNK = MAX_PAYLOAD - 4          # ota_data: offset u32 || at most this many
 IDLE_MS = const(300000)              # an update with no frame for 5 minutes is dropped (as a session)
 _BEGIN_LEN = 1 + 4 + HEADER_LEN
 
-try:
-    from time import ticks_ms as _default_ticks, ticks_diff as _ticks_diff
-except ImportError:  # CPython
-    import time as _time
-
-    def _default_ticks():
-        return int(_time.monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
 
 
 def _installer_class():
