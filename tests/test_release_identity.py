@@ -25,33 +25,6 @@ from meterctl.vboard import VirtualBoard
 ROOT = deploy.ROOT
 BOARD = "sim"
 
-# Device side: the SHA-256 of every file under a directory, streamed (as deploy's on-device check).
-HASH_TREE = """\
-import os as _ho, hashlib as _hh, binascii as _hb
-def _hf(p):
-    d = _hh.sha256()
-    b = bytearray(512)
-    m = memoryview(b)
-    f = open(p, 'rb')
-    while True:
-        n = f.readinto(b)
-        if not n:
-            break
-        d.update(m[:n])
-    f.close()
-    return _hb.hexlify(d.digest()).decode()
-def _hw(top, rel):
-    for e in list(_ho.ilistdir(top + rel)):
-        name = rel + e[0]
-        if e[1] & 0x4000:
-            _hw(top, name + '/')
-        else:
-            print(name, _hf(top + name))
-_hw(%r, '')
-del _ho, _hh, _hb, _hf, _hw
-"""
-
-
 def meterctl(capsys, *args):
     code = meterctl_main([str(a) for a in args])
     out, err = capsys.readouterr()
@@ -129,9 +102,8 @@ def test_the_device_runs_exactly_the_release(tmp_path, capsys, monkeypatch):
         assert ident["manifest_counter"] == software["security_counter"]
         slot = "slot_%s/" % ident["slot"]
         with Remote(vb.pty_path, timeout=30) as dev:
-            lines = dev.exec(HASH_TREE % slot).split("\n")
+            device = deploy.device_hashes(dev, slot)
             runtime = dev.exec("import sys\nprint('%d.%d.%d' % sys.implementation.version[:3])").strip()
-        device = dict(line.split() for line in lines if line.strip())
         head, _ = ota_push.split(bundle_data)
         manifest = device.pop("MANIFEST")
         assert manifest == hashlib.sha256(head).hexdigest()   # the slot keeps the bundle's signed head

@@ -213,6 +213,23 @@ _CLEANUP = ("for _n in [n for n in globals() if n.startswith('_umd_')]:\n    del
             "try:\n    del _n\nexcept NameError:\n    pass\n")
 
 
+def device_hashes(dev, top):
+    """{path relative to top: SHA-256 hex} of every file under the device directory `top` (streamed on
+    the device with deploy's own hashing; `meterctl id` and the SBOM name the same digests)."""
+    dev.exec(_HELPERS)
+    try:
+        out = dev.exec("_umd_o = []\n_umd_walk(%r, _umd_o)\nfor _umd_p in _umd_o:\n"
+                       "    print(_umd_p, _umd_h(_umd_p))\n" % top.rstrip("/"), timeout=60)
+    finally:
+        dev.exec(_CLEANUP)
+    found = {}
+    for line in out.splitlines():
+        path, _, digest = line.strip().rpartition(" ")
+        if path:
+            found[path[len(top.rstrip("/")) + 1:]] = digest
+    return found
+
+
 def _inventory(dev, dirs, names):
     files = ["/%s%s" % (n, s) for n in names for s in (".py", ".mpy", ".py.part", ".mpy.part")]
     out = dev.exec("_umd_inv(%r, %r, %r)" % (dirs, files, OWNED_SUFFIXES), timeout=60)
