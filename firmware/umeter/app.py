@@ -34,11 +34,6 @@ _BOOTS_KEY = "boots"  # State: boot counter
 _RET_KEY = "ret"      # State: seq of the newest retention record (a hint where the boot check starts)
 
 
-class _Retained(Exception):
-    """Raised from the journal's on_drop once the retention record is stored: the record being appended
-    was sealed for the seq the retention record took, so store() seals it again for the next one."""
-
-
 class Meter:
     def __init__(self, board):
         self.board = board
@@ -60,7 +55,6 @@ class Meter:
         self.retained = 0           # retention records sealed since boot
         self.verification = None    # the boot check's figures
         self.tamper_log = None
-        self._pending = None        # (seq, tag) the sealer stood at before the record being appended
         self.settings_fault = None  # the engine refused the stored settings (board defaults in force)
         self.retention_note = None  # why retention by age does not run (None: it runs when set)
         self.last_stop_ms = None    # how long the last power-fail stop took (against the hold-up)
@@ -276,63 +270,34 @@ class Meter:
         if self.sealer is None:
             self.refused += 1
             return 0
-        for _ in range(2):
-            # The first record of a sector is an anchor (its predecessor's tag inside, 33 bytes): once the
-            # sector before it is dropped by retention, the oldest record still verifies on its own.
-            self.journal.make_room(len(payload) + self.sealer.overhead(True))
-            anchor = anchor or self.journal.head_records == 0
-            seq = self.journal.next_seq
-            self._pending = (self.sealer.last_seq, self.sealer.last_tag)
-            rec = self.sealer.seal(seq, payload, anchor=anchor)
-            try:
-                got = self.journal.append(rec)
-            except _Retained:
-                continue  # the retention record took seq: seal again for the next one
-            finally:
-                self._pending = None
-            if got != seq:
-                raise StoreError("journal stored seq %d, sealed for %d" % (got, seq))
-            self.stored += 1
-            return seq
-        raise StoreError("the journal dropped a sector twice for one record")
+        # Room first, for the largest record this payload can become: a ring drop (and the retention
+        # record its on_drop seals) happens here, before this record is sealed, so make_room's seq is the
+        # one append gives it. The first record of a sector is an anchor (its predecessor's tag inside,
+        # 33 bytes): once the sector before it is dropped, the oldest record still verifies on its own.
+        seq = self.journal.make_room(len(payload) + self.sealer.overhead(True))
+        anchor = anchor or self.journal.head_records == 0
+        got = self.journal.append(self.sealer.seal(seq, payload, anchor=anchor))
+        if got != seq:
+            raise StoreError("journal stored seq %d, sealed for %d" % (got, seq))
+        self.stored += 1
+        return seq
 
     def _on_drop(self, first, last):
         """The journal is about to drop seqs first..last (ring or age retention): seal a retention record
-        naming them and the oldest record kept, into the head's reserve, before anything is erased. In an
-        append the record being appended was sealed for the seq this one takes; it never reached the
-        flash, so the sealer is rebuilt at the point before it (a fresh Sealer: the same seq)."""
-        pending = self._pending
+        naming them and the oldest record kept, into the head's reserve, before anything is erased. It
+        comes from store()'s make_room or from retention.expire, never from inside an append, so it is
+        an ordinary record."""
         if self.sealer is None:
             return  # nothing to seal with: the drop goes ahead unproven (the boot check says so)
         kept_seq, kept_tag = 0, b""
         for kept_seq, rec in self.journal.records(since=last + 1):
             kept_tag = tag_of(rec)
             break
-        if pending is None:  # a drop by age (retention.expire), outside any append: an ordinary record
-            seq = self._guard(self.store, records.retention(first, last, kept_seq, kept_tag), True)
-            if seq:
-                self.retained += 1
-                if self.state is not None:
-                    self._guard(self.state.put, _RET_KEY, struct.pack("<Q", seq))
-            return
-        try:
-            fresh = Sealer(self.keystore, self.sealer.epoch)
-            fresh.resume(pending[0], pending[1])
-            seq = self.journal.next_seq
-            got = self.journal.append(fresh.seal(seq, records.retention(first, last, kept_seq, kept_tag),
-                                                 anchor=True))
-        except Exception as e:  # no retention record: the drop goes ahead, the next boot reports it
-            self.faults += 1
-            self.last_fault = "retention record: %s: %s" % (type(e).__name__, e)
-            return
-        if got != seq:
-            raise StoreError("journal stored seq %d, sealed for %d" % (got, seq))
-        self.sealer = fresh
-        self.stored += 1
-        self.retained += 1
-        if self.state is not None:
-            self._guard(self.state.put, _RET_KEY, struct.pack("<Q", seq))
-        raise _Retained()
+        seq = self._guard(self.store, records.retention(first, last, kept_seq, kept_tag), True)
+        if seq:
+            self.retained += 1
+            if self.state is not None:
+                self._guard(self.state.put, _RET_KEY, struct.pack("<Q", seq))
 
     def event(self, code, arg=0, text=""):
         return self._guard(self.store, records.event(code, arg, text))
