@@ -91,10 +91,8 @@ class Handlers:
         if self._ota is not None and self.console is not None and self.console.role != "admin" \
                 and self._ota.state() != "idle":
             self._ota.abort()  # an unfinished update never outlives the admin session that began it
-        if why is None and self._ota is not None:  # an installed update boots into its trial slot
-            wanted = getattr(self._ota, "reboot_wanted", None)
-            if wanted is not None and wanted():
-                why = "stop"
+        if why is None and self._ota is not None and self._ota.reboot_wanted():
+            why = "stop"  # an installed update boots into its trial slot
         if why is None:
             return
         self._reboot = None
