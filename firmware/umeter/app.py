@@ -56,7 +56,6 @@ class Meter:
         self.verification = None    # the boot check's figures
         self.tamper_log = None
         self.settings_fault = None  # the engine refused the stored settings (board defaults in force)
-        self.retention_note = None  # why retention by age does not run (None: it runs when set)
         self.last_stop_ms = None    # how long the last power-fail stop took (against the hold-up)
         self.last_checkpoint = None  # (seq, engine t) of the newest checkpoint of this boot
         self._open_stores()

@@ -36,8 +36,8 @@ def profile_fields(meter):
     fields = getattr(meter.board, "PROFILE_FIELDS", records.FIELDS_ALL)
     if isinstance(fields, int) and 0 <= fields <= records.FIELDS_ALL:
         return fields
-    meter.settings_fault = "PROFILE_FIELDS %r is not a mask 0..%d: every field stored" % (fields,
-                                                                                       records.FIELDS_ALL)
+    note = "PROFILE_FIELDS %r is not a mask 0..%d: every field stored" % (fields, records.FIELDS_ALL)
+    meter.settings_fault = note if meter.settings_fault is None else meter.settings_fault + "; " + note
     return records.FIELDS_ALL
 
 
@@ -71,17 +71,12 @@ def clock(meter):
 
 
 def expire(meter):
-    """Retention by age (umeter.retention, when this firmware has it): drop the oldest sectors whose
+    """Retention by age (umeter.retention, imported when first needed): drop the oldest sectors whose
     records are all older than the setting, each drop proven by a retention record. Sectors dropped."""
     days = meter.settings.retention_days
-    if days <= 0 or meter.journal is None or meter.sealer is None or meter.retention_note is not None:
+    if days <= 0 or meter.journal is None or meter.sealer is None:
         return 0
-    try:
-        from umeter import retention
-    except ImportError:
-        meter.retention_note = ("retention by age is not in this firmware (umeter.retention missing): only "
-                                "the ring's retention drops records")
-        return 0
+    from umeter import retention
     from umeter.crypto.seal import Opener
 
     keep_t = days * 86400 * meter.src.rate_hz
@@ -99,7 +94,7 @@ def status(meter):
     out["pending_until_boot"] = ["profile_min"] if out["in_force"]["profile_min"] != st.profile_min else []
     out["clock_unix_s"] = clock(meter)
     out["last_stop_ms"] = meter.last_stop_ms
-    out["retention_by_age"] = meter.retention_note or ("off" if st.retention_days <= 0 else "on")
+    out["retention_by_age"] = "off" if st.retention_days <= 0 else "on"
     if meter.settings_fault:
         out["fault"] = meter.settings_fault
     return out

@@ -114,8 +114,7 @@ class SettingsCommands:
         """{"days": N}: records older than N days are dropped (0: only the ring's own retention)."""
         d = _object(payload, ("days",))["days"]
         new = self._change("set_retention", "%s" % (d,), retention_days=d)
-        by_age = (self.meter.retention_note or "on") if new.retention_days else "off"
-        return _json({"days": new.retention_days, "by_age": by_age})
+        return _json({"days": new.retention_days, "by_age": "on" if new.retention_days else "off"})
 
     def _set_power_fail(self, payload):
         """{"enabled": bool, "hold_up_ms": N} (either or both)."""
