@@ -9,7 +9,7 @@ import struct
 from umeter import records
 from umeter.console import mode as modes
 from umeter.console.console import CommandError
-from umeter.console.framing import ERR_BAD_PAYLOAD, ERR_INTERNAL, ERR_UNSUPPORTED, MAX_PAYLOAD
+from umeter.console.framing import ERR_BAD_PAYLOAD, ERR_INTERNAL, MAX_PAYLOAD
 from umeter.console.handlers_settings import DEFERRED, SettingsCommands, sealer_for
 from umeter.console.rolekeys import KEY_LEN
 from umeter.console.roles import EV_ACTION, READER, OPERATOR, ADMIN
@@ -298,20 +298,18 @@ class Handlers:
         return _json({"key_id": ks.key_id(epoch), "epoch": epoch})
 
     # --- OTA (handlers_ota.py, loaded on the first OTA command) -----------------------------------------
-    def _ota_commands(self, name):
+    def _ota_commands(self):
         if self._ota is None:
-            try:
-                from umeter.console import handlers_ota
-            except ImportError:
-                raise CommandError(ERR_UNSUPPORTED, name)
+            from umeter.console import handlers_ota
+
             self._ota = handlers_ota.OtaCommands(self.meter, self.board)
         return self._ota
 
     def ota_begin(self, payload):
-        return self._ota_commands("ota_begin").ota_begin(payload)
+        return self._ota_commands().ota_begin(payload)
 
     def ota_data(self, payload):
-        return self._ota_commands("ota_data").ota_data(payload)
+        return self._ota_commands().ota_data(payload)
 
     def ota_finish(self, payload):
-        return self._ota_commands("ota_finish").ota_finish(payload)
+        return self._ota_commands().ota_finish(payload)
