@@ -123,16 +123,9 @@ def open_production(port, key, role="admin", timeout=SLOW_TIMEOUT_S):
     """open_console for push(): a production.Console on `port` logged in as `role`."""
     from meterctl import production as prod
 
-    class Streaming(prod.Console):
+    def make():
         # One answer per frame: a shorter serial read timeout than the console's 20 ms doubles the push's
         # throughput (the client drains and then awaits with a read on every exchange).
-        def open(self):
-            got = super().open()
-            ser = getattr(self, "_ser", None)
-            if ser is not None:
-                ser.timeout = READ_TIMEOUT_S
-            return got
-
-    def make():
-        return Streaming(port, key, role, timeout=max(timeout, SLOW_TIMEOUT_S))
+        return prod.Console(port, key, role, timeout=max(timeout, SLOW_TIMEOUT_S),
+                            read_timeout=READ_TIMEOUT_S)
     return make

@@ -112,8 +112,9 @@ def board_mode(keys_dir):
 class Console:
     """A logged-in console session on `port` (context manager)."""
 
-    def __init__(self, port, role_key=None, role="reader", timeout=10.0):
+    def __init__(self, port, role_key=None, role="reader", timeout=10.0, read_timeout=0.02):
         self.port = port
+        self.read_timeout = read_timeout  # per serial read: the client drains, then awaits, each exchange
         self.role_key = role_key
         self.role = role
         self.timeout = timeout
@@ -131,7 +132,8 @@ class Console:
         from meterctl.remote import check_port
         check_port(self.port)
         try:
-            self._ser = serial.Serial(self.port, 115200, timeout=0.02, write_timeout=self.timeout)
+            self._ser = serial.Serial(self.port, 115200, timeout=self.read_timeout,
+                                      write_timeout=self.timeout)
         except (serial.SerialException, OSError, ValueError) as e:
             raise CliError("cannot open port %s: %s" % (self.port, e)) from None
         self._logout = True
